@@ -1,0 +1,192 @@
+"""Speed against this machine's limits, measured in one run.
+
+    python benchmarks/speed.py                    # random-init GPT-2 124M (written once by kvcache.demo)
+    python benchmarks/speed.py --model DIR --threads 2 --out results/speed.json
+
+Decode is memory-bound: at batch 1 each token reads every weight once, so tokens/s <= read bandwidth / weight bytes
+(the roofline). Prefill is compute-bound: its FLOPs are set against the FMA peak. Both limits are probed here, on
+the same cores, just before the engine is timed; transformers' GPT2LMHeadModel runs on the same weights and threads.
+The machine is shared and noisy: each limit is probed in alternation with the engine measurement it bounds, and
+both are reported as medians; whole generations (ours and transformers') as best of three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import kvcache
+from kvcache import GPT2
+from kvcache._core import Generator, kernels
+from kvcache.demo import random_checkpoint
+
+
+def interleaved(rounds: int, probe, measure) -> tuple[float, float]:
+    """Medians of a machine probe and an engine measurement taken in alternation, so both see the same share of a
+    noisy, shared machine (a best-of-N probe against a median engine time would flatter the machine)."""
+    probes, measures = [], []
+    for _ in range(rounds):
+        probes.append(probe())
+        measures.extend(measure())
+    return statistics.median(probes), statistics.median(measures)
+
+
+def bandwidth_probe(buffer_mib: int = 1024):
+    """A threaded read of a buffer far larger than the caches: bytes/s of one pass."""
+    data = np.ones(buffer_mib * 2**20 // 4, dtype=np.float32)
+    return lambda: kernels.probe_read_bandwidth(data, 1)
+
+
+def step_times(model: GPT2, prompts: list, steps: int, **options) -> list:
+    """Seconds of each decode step after the prefill (the generator's first step)."""
+    generator = Generator(model._core, prompts, max_new_tokens=steps + 1, eos_token_id=-1, **options)
+    generator.step()
+    times = []
+    while True:
+        start = time.perf_counter()
+        if not generator.step():
+            break
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def decode_tokens_per_s(model: GPT2, batch: int, steps: int = 48, prompt_len: int = 8) -> float:
+    times = step_times(model, [[464 + r] * prompt_len for r in range(batch)], steps)
+    return batch / statistics.median(times)
+
+
+def step_latency_at(model: GPT2, position: int, steps: int = 16) -> float:
+    """Median decode-step latency with `position` tokens already in the cache."""
+    return statistics.median(step_times(model, [[464] * position], steps))
+
+
+def prefill_seconds(model: GPT2, prompt_len: int) -> list:
+    """One prefill pass (logits of the last position only, as generation computes them), in a list."""
+    generator = Generator(model._core, [[464] * prompt_len], max_new_tokens=1, eos_token_id=-1)
+    start = time.perf_counter()
+    generator.step()
+    return [time.perf_counter() - start]
+
+
+def prefill_flops(config, T: int) -> float:
+    """Multiply-adds x 2 of a causal prefill: the linear layers, attention over the causal half, one lm_head row."""
+    C, L = config.n_embd, config.n_layer
+    return L * (24 * T * C * C + 2 * T * T * C) + 2 * C * config.n_vocab
+
+
+def generation_seconds_ours(model: GPT2, prompt: list, n: int, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.generate_ids(prompt, max_new_tokens=n, eos_token_id=None)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def generation_seconds_transformers(directory: str, prompt: list, n: int, threads: int, repeats: int = 3):
+    """Best time of transformers' greedy generate with its default KV cache, or None when it is not installed."""
+    try:
+        import torch
+        from transformers import GPT2LMHeadModel
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    hf = GPT2LMHeadModel.from_pretrained(directory, torch_dtype=torch.float32).eval()
+    ids = torch.tensor([prompt])
+    mask = torch.ones_like(ids)
+    run = lambda: hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                              use_cache=True, pad_token_id=0)
+    with torch.no_grad():
+        run()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="Hugging Face GPT-2 directory (default: random-init 124M)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        kvcache.set_num_threads(args.threads)
+    threads = kvcache.get_num_threads()
+    directory = args.model or random_checkpoint()
+    model = GPT2.from_pretrained(directory)
+    weight_bytes = model.weights_nbytes
+
+    decode_tokens_per_s(model, 1, steps=8)  # warm-up: page the weights in, start the threads
+    bandwidth, step_s = interleaved(7, bandwidth_probe(), lambda: step_times(model, [[464] * 8], 12))
+    fma_peak, prefill_s = interleaved(3, lambda: kernels.probe_fma_peak(0.3), lambda: prefill_seconds(model, 512))
+    machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
+    roofline = bandwidth / weight_bytes
+    decode = {1: 1.0 / step_s}
+    decode.update({b: decode_tokens_per_s(model, b) for b in (2, 4, 8)})
+    near, far = step_latency_at(model, 10), step_latency_at(model, 1000)
+    prompt, n_new = [464] * 8, 64
+    ours_s = generation_seconds_ours(model, prompt, n_new)
+    hf_s = generation_seconds_transformers(directory, prompt, n_new, threads)
+
+    results = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads,
+                    "python": sys.version.split()[0], "kvcache": kvcache.__version__, **machine},
+        "model": {"dir": os.path.abspath(directory), "weights_bytes": weight_bytes, "config": repr(model.config)},
+        "decode_tokens_per_s": decode,
+        "decode_roofline_tokens_per_s": roofline,
+        "decode_fraction_of_roofline": decode[1] / roofline,
+        "achieved_bandwidth_GBps": decode[1] * weight_bytes / 1e9,
+        "step_latency_ms": {"position_10": near * 1e3, "position_1000": far * 1e3, "ratio": far / near},
+        "prefill_512": {"seconds": prefill_s, "GFLOPs": prefill_flops(model.config, 512) / prefill_s / 1e9,
+                        "fraction_of_fma_peak": prefill_flops(model.config, 512) / prefill_s / 1e9
+                        / machine["fma_peak_GFLOPs"]},
+        "generate_64_tokens_seconds": {"kvcache": ours_s, "transformers": hf_s,
+                                       "speedup_vs_transformers": None if hf_s is None else hf_s / ours_s},
+    }
+    print(report(results))
+    if args.out:
+        write_json(args.out, results)
+    return results
+
+
+def write_json(path: str, results: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def report(r: dict) -> str:
+    m, d, lat, pre, gen = r["machine"], r["decode_tokens_per_s"], r["step_latency_ms"], r["prefill_512"], \
+        r["generate_64_tokens_seconds"]
+    rows = [
+        ("machine: read bandwidth / FMA peak", f"{m['read_bandwidth_GBps']:.1f} GB/s / {m['fma_peak_GFLOPs']:.0f} GFLOP/s",
+         f"{m['threads']} threads", ""),
+        ("decode batch 1 (float32)", f"{d[1]:.1f} tokens/s = {r['achieved_bandwidth_GBps']:.1f} GB/s",
+         f"{r['decode_fraction_of_roofline']:.0%} of roofline {r['decode_roofline_tokens_per_s']:.1f} tokens/s", ">= 85%"),
+        ("generate 64 tokens vs transformers", f"{gen['kvcache']:.2f} s vs "
+         + ("n/a" if gen["transformers"] is None else f"{gen['transformers']:.2f} s"),
+         "n/a" if gen["speedup_vs_transformers"] is None else f"{gen['speedup_vs_transformers']:.2f}x faster", ">= 2x"),
+        ("prefill 512 tokens", f"{pre['seconds']:.3f} s = {pre['GFLOPs']:.0f} GFLOP/s",
+         f"{pre['fraction_of_fma_peak']:.0%} of FMA peak", ">= 60%"),
+        ("step latency position 1000 / 10", f"{lat['position_1000']:.1f} ms / {lat['position_10']:.1f} ms",
+         f"{lat['ratio']:.2f}x", "<= 1.3x"),
+        ("decode batch 1 / 2 / 4 / 8", " / ".join(f"{d[b]:.0f}" for b in (1, 2, 4, 8)) + " tokens/s",
+         " / ".join(f"{d[b] / d[1]:.1f}x" for b in (1, 2, 4, 8)), "~linear"),
+    ]
+    lines = ["| measure | value | against the limit | target |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {t} |" for a, b, c, t in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "../kv_cache.h"
+#include "bindings.h"
+
+namespace py = pybind11;
+
+namespace kvcache::bindings {
+
+void register_cache(py::module_& m) {
+  py::class_<KVCache>(m, "KVCache",
+                      "Contiguous preallocated KV cache, (layers, 2, batch, heads, max_seq_len, head_dim) float32. "
+                      "Make one with GPT2.new_cache().")
+      .def_property_readonly("nbytes", &KVCache::nbytes, "2 x layers x batch x max_seq_len x n_embd x 4 bytes")
+      .def_property_readonly("max_seq_len", &KVCache::max_seq_len)
+      .def_property_readonly("batch_size", &KVCache::batch_size)
+      .def_property_readonly("n_layer", &KVCache::n_layer)
+      .def_property_readonly("seq_lens", &KVCache::seq_lens, "positions held by each batch row")
+      .def("get_seq_length", [](const KVCache& c, int row) {
+             if (row < 0 || row >= c.batch_size()) throw py::index_error("row " + std::to_string(row) + " out of range");
+             return c.seq_len(row);
+           }, py::arg("row") = 0)
+      .def("reset", &KVCache::reset, "Forget every position; the memory is kept for reuse.")
+      .def("crop", &KVCache::crop, py::arg("max_length"), "Keep only the first max_length positions of every row.")
+      .def("__repr__", [](const KVCache& c) {
+        return "KVCache(batch_size=" + std::to_string(c.batch_size()) + ", max_seq_len=" +
+               std::to_string(c.max_seq_len()) + ", nbytes=" + std::to_string(c.nbytes()) + ")";
+      });
+}
+
+}  // namespace kvcache::bindings

@@ -1,0 +1,42 @@
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "../config.h"
+#include "bindings.h"
+
+namespace py = pybind11;
+
+namespace kvcache::bindings {
+
+void register_config(py::module_& m) {
+  py::class_<GPT2Config>(m, "GPT2Config", "Shape of a GPT-2 family model (names of Hugging Face's config.json).")
+      .def(py::init([](int n_vocab, int n_ctx, int n_embd, int n_head, int n_layer, float eps) {
+             GPT2Config c{n_vocab, n_ctx, n_embd, n_head, n_layer, eps};
+             c.validate();
+             return c;
+           }),
+           py::kw_only(), py::arg("n_vocab") = 50257, py::arg("n_ctx") = 1024, py::arg("n_embd") = 768,
+           py::arg("n_head") = 12, py::arg("n_layer") = 12, py::arg("eps") = 1e-5f)
+      .def_readonly("n_vocab", &GPT2Config::n_vocab)
+      .def_readonly("n_ctx", &GPT2Config::n_ctx)
+      .def_readonly("n_embd", &GPT2Config::n_embd)
+      .def_readonly("n_head", &GPT2Config::n_head)
+      .def_readonly("n_layer", &GPT2Config::n_layer)
+      .def_readonly("eps", &GPT2Config::eps)
+      .def_property_readonly("head_dim", &GPT2Config::head_dim)
+      .def(
+          "__eq__",
+          [](const GPT2Config& a, const GPT2Config& b) {
+            return a.n_vocab == b.n_vocab && a.n_ctx == b.n_ctx && a.n_embd == b.n_embd && a.n_head == b.n_head &&
+                   a.n_layer == b.n_layer && a.eps == b.eps;
+          },
+          py::is_operator())  // comparing with another type gives NotImplemented, hence False, not TypeError
+      .def("__repr__", [](const GPT2Config& c) {
+        return "GPT2Config(n_vocab=" + std::to_string(c.n_vocab) + ", n_ctx=" + std::to_string(c.n_ctx) +
+               ", n_embd=" + std::to_string(c.n_embd) + ", n_head=" + std::to_string(c.n_head) +
+               ", n_layer=" + std::to_string(c.n_layer) + ", eps=" + py::str("{:g}").format(c.eps).cast<std::string>() + ")";
+      });
+}
+
+}  // namespace kvcache::bindings

@@ -1,0 +1,138 @@
+// The fast kernels and their naive twins, exposed so tests can compare them on the same inputs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <omp.h>
+
+#include <cmath>
+#include <vector>
+
+#include "../kernels/attention.h"
+#include "../kernels/matmul.h"
+#include "../kernels/probes.h"
+#include "../quantize.h"
+#include "convert.h"
+#include "../threading.h"
+#include "bindings.h"
+
+namespace py = pybind11;
+
+namespace kvcache::bindings {
+
+namespace {
+
+using Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+void check_dims(bool ok, const char* what) {
+  if (!ok) throw py::value_error(std::string("kernel arguments: ") + what);
+}
+
+// An output-major (OC, K) float32 weight stored as `dtype` by the engine's own quantiser, with its storage.
+struct StoredMatrix {
+  Matrix matrix;
+  std::vector<uint16_t> bf16;
+  std::vector<int8_t> int8;
+  std::vector<float> scales;
+};
+
+StoredMatrix store(const float* weight, long rows, long cols, const std::string& dtype) {
+  StoredMatrix s;
+  const WeightType type = weight_type(dtype);
+  if (type == WeightType::F32) {
+    s.matrix = {type, weight, nullptr};
+  } else if (type == WeightType::BF16) {
+    s.bf16.resize(rows * cols);
+    quantize_bf16(s.bf16.data(), weight, rows * cols);
+    s.matrix = {type, s.bf16.data(), nullptr};
+  } else {
+    s.int8.resize(rows * cols);
+    s.scales.resize(rows);
+    quantize_int8(s.int8.data(), s.scales.data(), weight, rows, cols);
+    s.matrix = {type, s.int8.data(), s.scales.data()};
+  }
+  return s;
+}
+
+// out (N, OC) = inp (N, K) @ weight^T + bias for an output-major weight (OC, K), as the model computes it.
+Array linear(Array inp, Array weight, py::object bias, bool naive, const std::string& dtype) {
+  check_dims(inp.ndim() == 2 && weight.ndim() == 2 && inp.shape(1) == weight.shape(1), "need (N, K) and (OC, K)");
+  const int N = inp.shape(0), K = inp.shape(1), OC = weight.shape(0);
+  const bool has_bias = !bias.is_none();
+  Array b = has_bias ? Array::ensure(bias) : Array();
+  if (has_bias) check_dims(b && b.ndim() == 1 && b.shape(0) == OC, "bias must be (OC)");
+  Array out({N, OC});
+  if (naive) {
+    kernels::matmul_naive(out.mutable_data(), inp.data(), weight.data(), has_bias ? b.data() : nullptr, N, K, OC, false);
+    return out;
+  }
+  StoredMatrix w = store(weight.data(), OC, K, dtype);
+  apply_num_threads();
+  std::vector<float> dequant(kernels::dequant_scratch_size(w.matrix));
+  kernels::matmul(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
+                  dequant.data());
+  return out;
+}
+
+// The float32 values an output-major weight has once stored as `dtype` (what the fast kernels multiply by).
+Array stored_values(Array weight, const std::string& dtype) {
+  check_dims(weight.ndim() == 2, "weight must be 2-D");
+  StoredMatrix w = store(weight.data(), weight.shape(0), weight.shape(1), dtype);
+  Array out({weight.shape(0), weight.shape(1)});
+  kernels::dequantize_rows(out.mutable_data(), w.matrix, 0, weight.shape(0), weight.shape(1));
+  return out;
+}
+
+Array attend(Array q, Array keys, Array values, bool naive) {
+  check_dims(q.ndim() == 1 && keys.ndim() == 2 && values.ndim() == 2 && keys.shape(1) == q.shape(0) &&
+                 values.shape(0) == keys.shape(0) && values.shape(1) == q.shape(0) && keys.shape(0) > 0,
+             "need q (HS), keys and values (len, HS)");
+  const int len = keys.shape(0), HS = q.shape(0);
+  Array out(HS);
+  std::vector<float> scores(len);
+  auto f = naive ? kernels::attend_naive : kernels::attend;
+  f(out.mutable_data(), q.data(), keys.data(), values.data(), len, HS, 1.0f / std::sqrt(static_cast<float>(HS)),
+    scores.data());
+  return out;
+}
+
+// T queries at positions start .. start + T - 1 over keys / values (start + T, HS): the prefill path.
+Array attend_block(Array q, Array keys, Array values, int start) {
+  check_dims(q.ndim() == 2 && keys.ndim() == 2 && values.ndim() == 2 && keys.shape(1) == q.shape(1) &&
+                 values.shape(1) == q.shape(1) && start >= 0 && keys.shape(0) == start + q.shape(0) &&
+                 values.shape(0) == keys.shape(0) && q.shape(0) > 0,
+             "need q (T, HS), keys and values (start + T, HS)");
+  const int T = q.shape(0), HS = q.shape(1), L = keys.shape(0);
+  Array out({T, HS});
+  std::vector<float> scores(static_cast<std::size_t>(T) * L);
+  kernels::attend_block(out.mutable_data(), HS, q.data(), HS, keys.data(), values.data(), start, T, HS,
+                        1.0f / std::sqrt(static_cast<float>(HS)), scores.data());
+  return out;
+}
+
+}  // namespace
+
+void register_kernels(py::module_& m) {
+  py::module_ k = m.def_submodule("kernels", "fast kernels and their naive reference twins (for tests)");
+  k.def("linear", &linear, py::arg("inp"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("naive") = false,
+        py::arg("weights_dtype") = "float32",
+        "(N, K) @ weight^T + bias for an output-major weight (OC, K), stored as weights_dtype first");
+  k.def("stored_values", &stored_values, py::arg("weight"), py::arg("weights_dtype"),
+        "the float32 values of an output-major weight once stored as weights_dtype (int8: one scale per row)");
+  k.def("probe_read_bandwidth",
+        [](Array data, int repeats) {
+          apply_num_threads();
+          py::gil_scoped_release release;
+          return kernels::probe_read_bandwidth(data.data(), data.size(), repeats);
+        },
+        py::arg("data"), py::arg("repeats") = 5, "bytes/s of a threaded read of `data` (best of repeats)");
+  k.def("probe_fma_peak",
+        [](double seconds) {
+          apply_num_threads();
+          py::gil_scoped_release release;
+          return kernels::probe_fma_peak(seconds);
+        },
+        py::arg("seconds") = 0.5, "float32 FLOP/s of independent FMA chains on every thread");
+  k.def("attend_block", &attend_block, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("start"));
+  k.def("attend", &attend, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("naive") = false);
+}
+
+}  // namespace kvcache::bindings

@@ -1,0 +1,92 @@
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <numeric>
+
+#include "../model.h"
+#include "bindings.h"
+#include "convert.h"
+
+namespace py = pybind11;
+
+namespace kvcache::bindings {
+
+namespace {
+
+py::array_t<float> forward(const GPT2Model& model, const py::array& tokens, KVCache* cache) {
+  int rows = 0, T = 0;
+  std::vector<int> ids = token_matrix(tokens, rows, T);
+  if (rows == 0 || T == 0) throw py::value_error("forward needs at least one token; got an empty array");
+  std::unique_ptr<KVCache> scratch;
+  if (cache == nullptr) {  // no cache given: a throwaway one just big enough for this call
+    if (T > model.config().n_ctx) {
+      throw py::value_error("sequence of " + std::to_string(T) + " tokens is longer than n_ctx=" +
+                            std::to_string(model.config().n_ctx));
+    }
+    scratch = std::make_unique<KVCache>(model.new_cache(rows, T));
+    cache = scratch.get();
+  } else if (rows != cache->batch_size()) {
+    throw py::value_error("token batch of " + std::to_string(rows) + " rows does not match the cache's batch_size " +
+                          std::to_string(cache->batch_size()));
+  }
+  std::vector<int> cache_rows(rows);
+  std::iota(cache_rows.begin(), cache_rows.end(), 0);
+  Workspace ws;
+  {
+    py::gil_scoped_release release;
+    model.forward(ids.data(), rows, T, cache_rows.data(), *cache, ws, /*all_logits=*/true);
+  }
+  const py::ssize_t V = model.config().n_vocab;
+  py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(T), V});
+  std::copy(ws.logits.data(), ws.logits.data() + out.size(), out.mutable_data());
+  return out;
+}
+
+// Zero-copy NumPy views of every parameter, keyed by Hugging Face name (without "transformer.").
+py::dict state_dict(py::object self) {
+  GPT2Model& model = self.cast<GPT2Model&>();
+  py::dict out;
+  for (const ParamSlot& slot : model.weights().slots()) {
+    std::vector<py::ssize_t> shape(slot.shape.begin(), slot.shape.end());
+    py::array_t<float> view(shape, *slot.ptr, self);  // base = model: the view keeps it alive
+    py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    out[py::str(slot.name)] = view;
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_model(py::module_& m) {
+  py::class_<GPT2Model, std::shared_ptr<GPT2Model>>(m, "Model", "GPT-2 forward pass over a KV cache")
+      .def_static("load",
+                  [](const std::string& path, const GPT2Config& config, const std::string& weights_dtype) {
+                    const WeightType type = weight_type(weights_dtype);
+                    py::gil_scoped_release release;
+                    return std::make_shared<GPT2Model>(GPT2Weights::load(path, config, type));
+                  },
+                  py::arg("path"), py::arg("config"), py::arg("weights_dtype") = "float32",
+                  "Load a Hugging Face GPT-2 model.safetensors file.")
+      .def_static("random",
+                  [](const GPT2Config& config, uint64_t seed, const std::string& weights_dtype) {
+                    const WeightType type = weight_type(weights_dtype);
+                    py::gil_scoped_release release;
+                    return std::make_shared<GPT2Model>(GPT2Weights::random(config, seed, type));
+                  },
+                  py::arg("config"), py::arg("seed") = 0, py::arg("weights_dtype") = "float32")
+      .def_property_readonly("config", &GPT2Model::config)
+      .def_property_readonly("tied", [](const GPT2Model& m) { return m.weights().tied(); })
+      .def_property_readonly("weights_dtype", [](const GPT2Model& m) { return weight_type_name(m.weights().weight_type()); })
+      .def_property_readonly("weights_nbytes", [](const GPT2Model& m) { return m.weights().compute_nbytes(); },
+                             "bytes a forward pass reads: the matrices in their storage type, the rest float32")
+      .def_property_readonly("parameters_nbytes", [](const GPT2Model& m) { return m.weights().nbytes(); },
+                             "bytes of all parameters as float32")
+      .def("state_dict", &state_dict)
+      .def("new_cache", &GPT2Model::new_cache, py::arg("batch_size"), py::arg("max_seq_len"),
+           py::keep_alive<0, 1>())
+      .def("forward", &forward, py::arg("tokens"), py::arg("cache") = nullptr);
+}
+
+}  // namespace kvcache::bindings

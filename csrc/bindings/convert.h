@@ -1,0 +1,22 @@
+// Conversions from Python arguments, with the checks that make bad input a clear exception.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "../kernels/matrix.h"
+
+namespace kvcache::bindings {
+
+// A 2-D integer array (rows, T) -> row-major int32 ids. Raises TypeError for non-integer arrays and ValueError for
+// other ranks or ids that do not fit an int.
+std::vector<int> token_matrix(const pybind11::array& tokens, int& rows, int& T);
+
+// "float32" | "bfloat16" | "int8" -> WeightType; ValueError naming the choices otherwise.
+WeightType weight_type(const std::string& name);
+std::string weight_type_name(WeightType type);
+
+}  // namespace kvcache::bindings

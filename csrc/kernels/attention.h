@@ -1,0 +1,20 @@
+// Causal self-attention over a row of the KV cache: one query at a time (decode), or a block of T queries at once
+// with two BLAS products (prefill), where per-query dot products would leave the FMA units idle.
+#pragma once
+
+namespace kvcache::kernels {
+
+// out (HS) = softmax(q . K[0:len]^T * scale) @ V[0:len]
+// q (HS); keys, values (len, HS) dense; scores (len) is scratch.
+void attend(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
+            float* scores);
+void attend_naive(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
+                  float* scores);
+
+// T queries at positions start .. start + T - 1 over keys / values (start + T, HS):
+// out[t] (HS) = softmax(q[t] . K[0 : start + t + 1]^T * scale) @ V[0 : start + t + 1]
+// q rows are ldq floats apart, out rows ldo; scores (T, start + T) is scratch.
+void attend_block(float* out, int ldo, const float* q, int ldq, const float* keys, const float* values, int start, int T,
+                  int HS, float scale, float* scores);
+
+}  // namespace kvcache::kernels

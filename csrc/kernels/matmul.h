@@ -1,0 +1,27 @@
+// The matrix products of the model: out (N, OC) (+)= inp (N, K) @ weight^T + bias, weight (OC, K) (matrix.h).
+// Few rows (decode): the streaming kernel of gemv.h. Many rows (prefill): BLAS sgemm (OpenBLAS, OpenMP build,
+// sharing our thread pool); reduced-precision weights are widened to float32 a block of rows at a time into
+// scratch, a cost that many rows amortise. A naive float32 twin serves the tests.
+#pragma once
+
+#include "matrix.h"
+
+namespace kvcache::kernels {
+
+// Floats of scratch matmul needs for reduced-precision weights in BLAS passes (0 for float32 weights).
+constexpr long kDequantFloats = 1L << 22;
+inline long dequant_scratch_size(const Matrix& weight) { return weight.type == WeightType::F32 ? 0 : kDequantFloats; }
+
+// With accumulate the product is added to out (residual connections fused into the matmul). bias may be null.
+// dequant: dequant_scratch_size(weight) floats.
+void matmul(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
+            bool accumulate, float* dequant);
+
+// Rows [r0, r1) of a (rows, cols) weight as float32.
+void dequantize_rows(float* out, const Matrix& weight, long r0, long r1, long cols);
+
+// The same product, one multiply-add at a time, on a float32 (OC, K) weight.
+void matmul_naive(float* out, const float* inp, const float* weight, const float* bias, int N, int K, int OC,
+                  bool accumulate);
+
+}  // namespace kvcache::kernels

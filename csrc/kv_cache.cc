@@ -1,0 +1,45 @@
+#include "kv_cache.h"
+
+#include <algorithm>
+#include <string>
+
+#include "errors.h"
+
+namespace kvcache {
+
+KVCache::KVCache(const GPT2Config& config, int batch_size, int max_seq_len, const void* owner)
+    : n_layer_(config.n_layer), batch_size_(batch_size), max_seq_len_(max_seq_len), owner_(owner) {
+  require(batch_size >= 1, "cache batch_size must be >= 1, got " + std::to_string(batch_size));
+  require(max_seq_len >= 1 && max_seq_len <= config.n_ctx,
+          "cache max_seq_len must be in [1, n_ctx=" + std::to_string(config.n_ctx) + "], got " +
+              std::to_string(max_seq_len));
+  auto u = [](int v) { return static_cast<std::size_t>(v); };
+  // Zero-filled so that even a bug reading past a row's length could not see stale data from another run.
+  data_ = xt::zeros<float>({u(config.n_layer), std::size_t{2}, u(batch_size), u(config.n_head), u(max_seq_len),
+                            u(config.head_dim())});
+  seq_lens_.assign(batch_size, 0);
+}
+
+void KVCache::check_room(int row, int n_new) const {
+  if (seq_lens_[row] + n_new > max_seq_len_) {
+    fail("KV cache overflow: batch row " + std::to_string(row) + " holds " + std::to_string(seq_lens_[row]) +
+         " positions and " + std::to_string(n_new) + " more would exceed max_seq_len=" +
+         std::to_string(max_seq_len_));
+  }
+}
+
+void KVCache::advance(int row, int n_new) {
+  check_room(row, n_new);
+  seq_lens_[row] += n_new;
+}
+
+void KVCache::reset() { std::fill(seq_lens_.begin(), seq_lens_.end(), 0); }
+
+void KVCache::reset_row(int row) { seq_lens_[row] = 0; }
+
+void KVCache::crop(int max_length) {
+  require(max_length >= 0, "crop length must be >= 0, got " + std::to_string(max_length));
+  for (int& len : seq_lens_) len = std::min(len, max_length);
+}
+
+}  // namespace kvcache

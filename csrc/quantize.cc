@@ -1,0 +1,33 @@
+#include "quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace kvcache {
+
+uint16_t float_to_bf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40);  // keep it a (quiet) NaN
+  bits += 0x7fff + ((bits >> 16) & 1);                                        // round to nearest, ties to even
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+void quantize_bf16(uint16_t* out, const float* in, long n) {
+  for (long i = 0; i < n; ++i) out[i] = float_to_bf16(in[i]);
+}
+
+void quantize_int8(int8_t* out, float* scales, const float* in, long rows, long cols) {
+  for (long r = 0; r < rows; ++r) {
+    const float* row = in + r * cols;
+    float max_abs = 0.0f;
+    for (long c = 0; c < cols; ++c) max_abs = std::max(max_abs, std::fabs(row[c]));
+    scales[r] = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+    for (long c = 0; c < cols; ++c) {
+      out[r * cols + c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] / scales[r]), -127.0f, 127.0f));
+    }
+  }
+}
+
+}  // namespace kvcache

@@ -1,0 +1,75 @@
+#include "sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "errors.h"
+
+namespace kvcache {
+
+void SamplingParams::validate() const {
+  require(std::isfinite(temperature) && temperature >= 0.0f,
+          "temperature must be a finite number >= 0, got " + std::to_string(temperature));
+  require(top_k >= 0, "top_k must be >= 0 (0 = off), got " + std::to_string(top_k));
+  require(top_p > 0.0f && top_p <= 1.0f, "top_p must be in (0, 1] (1 = off), got " + std::to_string(top_p));
+}
+
+int argmax(const float* values, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i) {
+    if (values[i] > values[best]) best = i;
+  }
+  return best;
+}
+
+Sampler::Sampler(int n_vocab) : n_vocab_(n_vocab), probs_(n_vocab), ids_(n_vocab) {}
+
+int Sampler::sample(const float* logits, const SamplingParams& params, float coin) {
+  if (!params.do_sample || params.temperature == 0.0f) return argmax(logits, n_vocab_);
+  int* ids = ids_.data();
+  float* probs = probs_.data();
+  int n = n_vocab_;
+  for (int i = 0; i < n; ++i) ids[i] = i;
+
+  // step 1: top-k keeps every token whose logit reaches the k-th largest (as transformers does)
+  if (params.top_k > 0 && params.top_k < n) {
+    std::nth_element(ids, ids + params.top_k - 1, ids + n, [&](int a, int b) { return logits[a] > logits[b]; });
+    const float kth = logits[ids[params.top_k - 1]];
+    n = static_cast<int>(std::partition(ids, ids + n, [&](int id) { return logits[id] >= kth; }) - ids);
+  }
+
+  // step 2: softmax of logits / temperature over the candidates (left unnormalised; the sum is kept)
+  float max_logit = -INFINITY;
+  for (int i = 0; i < n; ++i) max_logit = std::max(max_logit, logits[ids[i]]);
+  double total = 0.0;
+  for (int i = 0; i < n; ++i) {
+    // +inf logits take all the mass (inf - inf would be NaN); -inf ones get none
+    const float logit = logits[ids[i]];
+    probs[ids[i]] = std::isinf(max_logit) && max_logit > 0 ? (logit == max_logit ? 1.0f : 0.0f)
+                                                            : std::exp((logit - max_logit) / params.temperature);
+    total += probs[ids[i]];
+  }
+
+  // step 3: top-p keeps the most likely tokens until their mass reaches top_p (at least one)
+  if (params.top_p < 1.0f) {
+    std::sort(ids, ids + n, [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+    const double target = params.top_p * total;
+    double kept = 0.0;
+    int count = 0;
+    while (count < n && kept < target) kept += probs[ids[count++]];
+    n = count;
+    total = kept;
+  }
+
+  // step 4: draw from the renormalised candidates
+  const double threshold = coin * total;
+  double cumulative = 0.0;
+  for (int i = 0; i < n; ++i) {
+    cumulative += probs[ids[i]];
+    if (threshold < cumulative) return ids[i];
+  }
+  return ids[n - 1];  // coin * total rounded onto the very end
+}
+
+}  // namespace kvcache

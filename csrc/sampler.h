@@ -1,0 +1,41 @@
+// Sampler: greedy, temperature, top-k and top-p (nucleus), in any combination, in the order transformers applies
+// them (temperature, then top-k, then top-p). Deterministic: the random draw is an argument.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace kvcache {
+
+struct SamplingParams {
+  bool do_sample = false;    // false: greedy (argmax), the other fields are ignored
+  float temperature = 1.0f;  // > 0 divides the logits; 0 means greedy
+  int top_k = 0;             // keep the k most likely tokens (ties with the k-th kept); 0 = off
+  float top_p = 1.0f;        // keep the smallest set of most likely tokens whose probability reaches top_p; 1 = off
+
+  // Throws std::invalid_argument naming the offending value.
+  void validate() const;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(int n_vocab);  // all scratch is allocated here, none per call
+
+  // logits (n_vocab); coin uniform in [0, 1). Returns a token id.
+  int sample(const float* logits, const SamplingParams& params, float coin);
+
+ private:
+  int n_vocab_;
+  std::vector<float> probs_;  // (V) unnormalised probabilities, by token id
+  std::vector<int> ids_;      // (V) candidate token ids
+};
+
+int argmax(const float* values, int n);
+
+// A uniform float in [0, 1) from a 64-bit generator, identical on every platform (unlike std distributions).
+template <typename Rng>
+float uniform_coin(Rng& rng) {
+  return static_cast<float>(rng() >> 40) * (1.0f / 16777216.0f);
+}
+
+}  // namespace kvcache

@@ -1,0 +1,277 @@
+#include "weights.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "errors.h"
+#include "quantize.h"
+#include "safetensors.h"
+
+namespace kvcache {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+float half_to_float(uint16_t h) {
+  uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exponent = (h >> 10) & 0x1f;
+  uint32_t mantissa = h & 0x3ff;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);  // inf or nan
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: renormalise
+    exponent = 113;
+    while ((mantissa & 0x400) == 0) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float bf16_to_float(uint16_t b) {
+  uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+void convert_to_f32(float* out, const std::byte* in, int64_t n, DType dtype) {
+  const auto* src = reinterpret_cast<const unsigned char*>(in);
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t v = static_cast<uint16_t>(src[2 * i] | (src[2 * i + 1] << 8));
+    out[i] = dtype == DType::F16 ? half_to_float(v) : bf16_to_float(v);
+  }
+}
+
+}  // namespace
+
+int64_t ParamSlot::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+GPT2Weights::GPT2Weights(const GPT2Config& config) : config_(config), h(config.n_layer) { config_.validate(); }
+
+std::vector<ParamSlot> GPT2Weights::slots() {
+  const int64_t V = config_.n_vocab, P = config_.n_ctx, C = config_.n_embd;
+  using I = ParamSlot::Init;
+  std::vector<ParamSlot> s;
+  s.push_back({"wte.weight", {V, C}, &wte, I::Normal});
+  s.push_back({"wpe.weight", {P, C}, &wpe, I::Normal});
+  for (int l = 0; l < config_.n_layer; ++l) {
+    LayerWeights& w = h[l];
+    const std::string p = "h." + std::to_string(l) + ".";
+    s.push_back({p + "ln_1.weight", {C}, &w.ln_1_w, I::Ones});
+    s.push_back({p + "ln_1.bias", {C}, &w.ln_1_b, I::Zeros});
+    s.push_back({p + "attn.c_attn.weight", {C, 3 * C}, &w.c_attn_w, I::Normal});
+    s.push_back({p + "attn.c_attn.bias", {3 * C}, &w.c_attn_b, I::Zeros});
+    s.push_back({p + "attn.c_proj.weight", {C, C}, &w.attn_proj_w, I::ResidualNormal});
+    s.push_back({p + "attn.c_proj.bias", {C}, &w.attn_proj_b, I::Zeros});
+    s.push_back({p + "ln_2.weight", {C}, &w.ln_2_w, I::Ones});
+    s.push_back({p + "ln_2.bias", {C}, &w.ln_2_b, I::Zeros});
+    s.push_back({p + "mlp.c_fc.weight", {C, 4 * C}, &w.c_fc_w, I::Normal});
+    s.push_back({p + "mlp.c_fc.bias", {4 * C}, &w.c_fc_b, I::Zeros});
+    s.push_back({p + "mlp.c_proj.weight", {4 * C, C}, &w.mlp_proj_w, I::ResidualNormal});
+    s.push_back({p + "mlp.c_proj.bias", {C}, &w.mlp_proj_b, I::Zeros});
+  }
+  s.push_back({"ln_f.weight", {C}, &ln_f_w, I::Ones});
+  s.push_back({"ln_f.bias", {C}, &ln_f_b, I::Zeros});
+  if (lm_head != nullptr && !tied()) s.push_back({"lm_head.weight", {V, C}, &lm_head, I::Normal});
+  return s;
+}
+
+std::size_t GPT2Weights::nbytes() const {
+  std::size_t n = 0;
+  for (auto& slot : const_cast<GPT2Weights*>(this)->slots()) n += slot.numel() * sizeof(float);
+  return n;
+}
+
+std::unique_ptr<GPT2Weights> GPT2Weights::load(const std::string& path, const GPT2Config& config, WeightType type) {
+  std::unique_ptr<GPT2Weights> w(new GPT2Weights(config));
+  w->file_ = std::make_shared<SafeTensorsFile>(path);
+  const SafeTensorsFile& file = *w->file_;
+
+  // Checkpoints from GPT2LMHeadModel prefix the body with "transformer."; those of GPT2Model do not.
+  auto find = [&](const std::string& name) -> const TensorInfo* {
+    if (file.contains("transformer." + name)) return &file.info("transformer." + name);
+    if (file.contains(name)) return &file.info(name);
+    return nullptr;
+  };
+  auto check = [&](const std::string& name, const std::vector<int64_t>& shape) -> const TensorInfo& {
+    const TensorInfo* info = find(name);
+    if (info == nullptr) fail("missing tensor '" + name + "' in '" + path + "'");
+    if (info->shape != shape) {
+      fail("tensor '" + name + "' has shape " + shape_str(info->shape) + ", expected " + shape_str(shape) +
+           " from config.json");
+    }
+    if (info->dtype == DType::Other) {
+      fail("tensor '" + name + "' has unsupported dtype " + info->dtype_name + " (supported: F32, F16, BF16)");
+    }
+    return *info;
+  };
+
+  // An explicit lm_head is used when present, else the head is tied to wte as in GPT-2.
+  const int64_t V = config.n_vocab, C = config.n_embd;
+  const TensorInfo* head = file.contains("lm_head.weight") ? &check("lm_head.weight", {V, C}) : nullptr;
+
+  // Pass 1: check every tensor and count what needs converting; pass 2: point or convert.
+  std::vector<ParamSlot> slots = w->slots();
+  std::vector<const TensorInfo*> infos;
+  int64_t to_convert = 0;
+  auto in_place = [&](const TensorInfo& info) {
+    return info.dtype == DType::F32 && reinterpret_cast<uintptr_t>(file.data(info)) % alignof(float) == 0;
+  };
+  for (auto& slot : slots) {
+    infos.push_back(&check(slot.name, slot.shape));
+    if (!in_place(*infos.back())) to_convert += slot.numel();
+  }
+  if (head != nullptr && !in_place(*head)) to_convert += head->numel();
+  w->arena_ = xt::xtensor<float, 1>::from_shape({static_cast<std::size_t>(to_convert)});
+
+  float* next = w->arena_.data();
+  auto place = [&](const TensorInfo& info) -> const float* {
+    if (in_place(info)) return reinterpret_cast<const float*>(file.data(info));
+    if (info.dtype == DType::F32) {
+      std::memcpy(next, file.data(info), info.numel() * sizeof(float));
+    } else {
+      convert_to_f32(next, file.data(info), info.numel(), info.dtype);
+    }
+    const float* out = next;
+    next += info.numel();
+    return out;
+  };
+  for (std::size_t i = 0; i < slots.size(); ++i) *slots[i].ptr = place(*infos[i]);
+  w->lm_head = head != nullptr ? place(*head) : w->wte;
+  w->build_matrices(type);
+  return w;
+}
+
+std::unique_ptr<GPT2Weights> GPT2Weights::random(const GPT2Config& config, uint64_t seed, WeightType type) {
+  std::unique_ptr<GPT2Weights> w(new GPT2Weights(config));
+  std::vector<ParamSlot> slots = w->slots();
+  int64_t total = 0;
+  for (auto& slot : slots) total += slot.numel();
+  w->arena_ = xt::xtensor<float, 1>::from_shape({static_cast<std::size_t>(total)});
+
+  std::mt19937_64 rng(seed);
+  const float std_normal = 0.02f;
+  const float std_residual = 0.02f / std::sqrt(2.0f * config.n_layer);
+  float* next = w->arena_.data();
+  for (auto& slot : slots) {
+    using I = ParamSlot::Init;
+    const int64_t n = slot.numel();
+    if (slot.init == I::Ones || slot.init == I::Zeros) {
+      std::fill(next, next + n, slot.init == I::Ones ? 1.0f : 0.0f);
+    } else {
+      std::normal_distribution<float> normal(0.0f, slot.init == I::Normal ? std_normal : std_residual);
+      for (int64_t i = 0; i < n; ++i) next[i] = normal(rng);
+    }
+    *slot.ptr = next;
+    next += n;
+  }
+  w->lm_head = w->wte;
+  w->build_matrices(type);
+  return w;
+}
+
+void GPT2Weights::build_matrices(WeightType type) {
+  const long C = config_.n_embd, V = config_.n_vocab;
+  // Every matrix the kernels read: where it goes, its float32 source, its shape as stored in the source, and
+  // whether the source is Conv1D (in, out) and must be transposed to (out, in).
+  struct Job {
+    Matrix* matrix;
+    const float* source;
+    long rows, cols;
+    bool transpose;
+  };
+  std::vector<Job> jobs;
+  for (LayerWeights& l : h) {
+    jobs.push_back({&l.c_attn, l.c_attn_w, C, 3 * C, true});
+    jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true});
+    jobs.push_back({&l.c_fc, l.c_fc_w, C, 4 * C, true});
+    jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true});
+  }
+  jobs.push_back({&lm_head_matrix, lm_head, V, C, false});
+
+  std::size_t f32_elements = 0, elements = 0, channels = 0;
+  for (const Job& j : jobs) {
+    if (j.transpose) f32_elements += j.rows * j.cols;
+    elements += j.rows * j.cols;
+    channels += j.transpose ? j.cols : j.rows;
+  }
+  if (type == WeightType::F32) f32_ = xt::xtensor<float, 1>::from_shape({f32_elements});
+  if (type == WeightType::BF16) bf16_ = xt::xtensor<uint16_t, 1>::from_shape({elements});
+  if (type == WeightType::I8) {
+    int8_ = xt::xtensor<int8_t, 1>::from_shape({elements});
+    scales_ = xt::xtensor<float, 1>::from_shape({channels});
+  }
+
+  std::vector<float> staging;  // an output-major float32 copy, before a reduced-precision one is made from it
+  std::size_t at = 0, at_f32 = 0, at_scale = 0;
+  for (const Job& j : jobs) {
+    const long n = j.rows * j.cols, out_rows = j.transpose ? j.cols : j.rows, in_cols = j.transpose ? j.rows : j.cols;
+    const float* output_major = j.source;
+    if (j.transpose) {
+      float* dst = nullptr;
+      if (type == WeightType::F32) {
+        dst = f32_.data() + at_f32;
+        at_f32 += n;
+      } else {
+        staging.resize(n);
+        dst = staging.data();
+      }
+#pragma omp parallel for schedule(static)
+      for (long o = 0; o < out_rows; ++o) {
+        for (long i = 0; i < in_cols; ++i) dst[o * in_cols + i] = j.source[i * out_rows + o];
+      }
+      output_major = dst;
+    }
+    switch (type) {
+      case WeightType::F32:
+        *j.matrix = {type, output_major, nullptr};
+        break;
+      case WeightType::BF16:
+        quantize_bf16(bf16_.data() + at, output_major, n);
+        *j.matrix = {type, bf16_.data() + at, nullptr};
+        break;
+      case WeightType::I8:
+        quantize_int8(int8_.data() + at, scales_.data() + at_scale, output_major, out_rows, in_cols);
+        *j.matrix = {type, int8_.data() + at, scales_.data() + at_scale};
+        at_scale += out_rows;
+        break;
+    }
+    at += n;
+  }
+  weight_type_ = type;
+}
+
+std::size_t GPT2Weights::compute_nbytes() const {
+  const std::size_t C = config_.n_embd, V = config_.n_vocab, L = config_.n_layer;
+  const std::size_t matrix_elements = L * 12 * C * C + V * C;  // c_attn 3C^2, attn_proj C^2, c_fc 4C^2, mlp_proj 4C^2
+  std::size_t per_element = 4, scale_bytes = 0;
+  if (weight_type_ == WeightType::BF16) per_element = 2;
+  if (weight_type_ == WeightType::I8) {
+    per_element = 1;
+    scale_bytes = (L * (3 * C + C + 4 * C + C) + V) * sizeof(float);
+  }
+  // everything else (embeddings, biases, layernorms) stays float32; a tied wte is counted once, as the lm_head
+  const std::size_t rest = nbytes() - matrix_elements * sizeof(float);
+  return matrix_elements * per_element + scale_bytes + rest;
+}
+
+}  // namespace kvcache

@@ -1,0 +1,96 @@
+// GPT2Weights: every parameter of a GPT-2 model as a float32 pointer, with its shape in a comment.
+//
+// Names follow Hugging Face (`h.{i}.attn.c_attn.weight`, ...) so loading is a key-for-key copy. The linear layers
+// are Conv1D, stored (in, out): y = x @ W + b. float32 tensors of a safetensors file are used in place from the
+// memory map; float16/bfloat16 ones are converted once into an owned float32 arena. The matrices the kernels
+// read (Matrix, output-major, in the storage type chosen at load) are built from these once, at load.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+#include <xtensor/xtensor.hpp>
+
+#include "config.h"
+#include "kernels/matrix.h"
+
+namespace kvcache {
+
+class SafeTensorsFile;
+
+struct LayerWeights {
+  const float* ln_1_w = nullptr;       // (C)
+  const float* ln_1_b = nullptr;       // (C)
+  const float* c_attn_w = nullptr;     // (C, 3C)   q, k, v side by side
+  const float* c_attn_b = nullptr;     // (3C)
+  const float* attn_proj_w = nullptr;  // (C, C)
+  const float* attn_proj_b = nullptr;  // (C)
+  const float* ln_2_w = nullptr;       // (C)
+  const float* ln_2_b = nullptr;       // (C)
+  const float* c_fc_w = nullptr;       // (C, 4C)
+  const float* c_fc_b = nullptr;       // (4C)
+  const float* mlp_proj_w = nullptr;   // (4C, C)
+  const float* mlp_proj_b = nullptr;   // (C)
+
+  // The four matrices as the kernels read them: output-major copies of the tensors above, (out, in).
+  Matrix c_attn;     // (3C, C)
+  Matrix attn_proj;  // (C, C)
+  Matrix c_fc;       // (4C, C)
+  Matrix mlp_proj;   // (C, 4C)
+};
+
+// One named parameter: where its pointer lives, its shape and how GPT-2 initialises it.
+struct ParamSlot {
+  enum class Init { Normal, ResidualNormal, Ones, Zeros };
+  std::string name;  // Hugging Face name without the "transformer." prefix
+  std::vector<int64_t> shape;
+  const float** ptr;
+  Init init;
+  int64_t numel() const;
+};
+
+class GPT2Weights {
+ private:
+  GPT2Config config_;  // first: the other members are sized from it
+
+ public:
+  const float* wte = nullptr;      // (V, C) token embeddings
+  const float* wpe = nullptr;      // (n_ctx, C) position embeddings
+  std::vector<LayerWeights> h;     // (L)
+  const float* ln_f_w = nullptr;   // (C)
+  const float* ln_f_b = nullptr;   // (C)
+  const float* lm_head = nullptr;  // (V, C): == wte when tied (GPT-2's default)
+  Matrix lm_head_matrix;           // (V, C) lm_head as the kernels read it (float32: lm_head itself)
+
+  // Loads a Hugging Face GPT-2 safetensors file, checking every tensor's presence, shape and dtype.
+  static std::unique_ptr<GPT2Weights> load(const std::string& path, const GPT2Config& config,
+                                           WeightType type = WeightType::F32);
+  // GPT-2's initialisation: normal(0, 0.02), residual projections scaled by 1/sqrt(2 L), LayerNorm 1/0.
+  static std::unique_ptr<GPT2Weights> random(const GPT2Config& config, uint64_t seed,
+                                             WeightType type = WeightType::F32);
+
+  const GPT2Config& config() const { return config_; }
+  bool tied() const { return lm_head == wte; }
+  WeightType weight_type() const { return weight_type_; }
+  // Every parameter (lm_head only when untied), in checkpoint order.
+  std::vector<ParamSlot> slots();
+  std::size_t nbytes() const;          // bytes of all parameters as float32
+  std::size_t compute_nbytes() const;  // bytes the forward pass reads: matrices in their storage type, the rest f32
+
+ private:
+  explicit GPT2Weights(const GPT2Config& config);
+  // Builds the Matrix of every linear layer and of the lm_head, as `type`, from the float32 parameters (which
+  // stay, for embeddings, state_dict and saving).
+  void build_matrices(WeightType type);
+
+  std::shared_ptr<SafeTensorsFile> file_;  // keeps the map alive for in-place float32 tensors
+  xt::xtensor<float, 1> arena_;           // converted or randomly initialised parameters
+  WeightType weight_type_ = WeightType::F32;
+  xt::xtensor<float, 1> f32_;             // float32 output-major copies of the Conv1D matrices
+  xt::xtensor<uint16_t, 1> bf16_;         // bf16 copies of the matrices
+  xt::xtensor<int8_t, 1> int8_;           // int8 copies of the matrices
+  xt::xtensor<float, 1> scales_;          // their per-channel scales
+};
+
+}  // namespace kvcache

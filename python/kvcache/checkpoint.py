@@ -1,0 +1,158 @@
+"""Hugging Face GPT-2 checkpoints on disk: config.json <-> GPT2Config, locating a model by name, saving."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ._core import GPT2Config
+from .tokenizer import TOKENIZER_FILES
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "vocab.json", "merges.txt"]
+
+# config.json fields we need, with the aliases older GPT-2 configs use.
+_REQUIRED = {"vocab_size": ("vocab_size",), "n_positions": ("n_positions", "n_ctx"), "n_embd": ("n_embd",),
+             "n_head": ("n_head",), "n_layer": ("n_layer",)}
+
+
+def read_config(path: str) -> tuple[GPT2Config, Dict[str, Any]]:
+    """Parse a GPT-2 config.json; raises ValueError for anything we would compute differently from transformers."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    if raw.get("model_type", "gpt2") != "gpt2":
+        raise ValueError(f"{path}: model_type is {raw['model_type']!r}, only 'gpt2' is supported")
+    fields = {}
+    for name, aliases in _REQUIRED.items():
+        found = [raw[a] for a in aliases if a in raw]
+        if not found:
+            raise ValueError(f"{path}: missing required field {name!r}")
+        value = found[0]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{path}: field {name!r} must be an integer, got {value!r}")
+        fields[name] = value
+    act = raw.get("activation_function", "gelu_new")
+    if act != "gelu_new":
+        raise ValueError(f"{path}: activation_function {act!r} is not supported (GPT-2 uses 'gelu_new')")
+    n_inner = raw.get("n_inner")
+    if n_inner is not None and n_inner != 4 * fields["n_embd"]:
+        raise ValueError(f"{path}: n_inner={n_inner} is not supported (GPT-2 uses 4 * n_embd)")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+        if raw.get(flag):
+            raise ValueError(f"{path}: {flag}=true is not supported")
+    if raw.get("scale_attn_weights", True) is not True:
+        raise ValueError(f"{path}: scale_attn_weights=false is not supported")
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    config = GPT2Config(n_vocab=fields["vocab_size"], n_ctx=fields["n_positions"], n_embd=fields["n_embd"],
+                        n_head=fields["n_head"], n_layer=fields["n_layer"], eps=float(eps))
+    return config, raw
+
+
+def config_dict(config: GPT2Config, eos_token_id: Optional[int]) -> Dict[str, Any]:
+    """config.json contents that transformers' GPT2LMHeadModel.from_pretrained reads back to the same model."""
+    eos = 50256 if eos_token_id is None else eos_token_id
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.n_vocab,
+        "n_positions": config.n_ctx,
+        "n_embd": config.n_embd,
+        "n_head": config.n_head,
+        "n_layer": config.n_layer,
+        "n_inner": None,
+        "layer_norm_epsilon": config.eps,
+        "activation_function": "gelu_new",
+        "initializer_range": 0.02,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+    }
+
+
+def save_checkpoint(directory: str, config: GPT2Config, state: Dict[str, np.ndarray], tied: bool,
+                    eos_token_id: Optional[int], tokenizer_dir: Optional[str]) -> None:
+    from safetensors.numpy import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    cfg = config_dict(config, eos_token_id)
+    cfg["tie_word_embeddings"] = tied
+    with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2)
+    # transformers' names: the body under "transformer.", the head as "lm_head.weight" (omitted when tied).
+    tensors = {(k if k.startswith("lm_head") else "transformer." + k): np.ascontiguousarray(v)
+               for k, v in state.items()}
+    save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
+    if tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            src = os.path.join(tokenizer_dir, name)
+            if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(directory, name)):
+                shutil.copyfile(src, os.path.join(directory, name))
+
+
+def _hub_cache_dir() -> str:
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+    return os.path.join(home, "hub")
+
+
+def _find_in_cache(name: str) -> Optional[str]:
+    """A snapshot folder of the Hugging Face cache holding config.json and model.safetensors, if any."""
+    repo = os.path.join(_hub_cache_dir(), "models--" + name.replace("/", "--"))
+    snapshots = os.path.join(repo, "snapshots")
+    if not os.path.isdir(snapshots):
+        return None
+    candidates = []
+    ref = os.path.join(repo, "refs", "main")
+    if os.path.isfile(ref):
+        with open(ref, encoding="utf-8") as f:
+            candidates.append(os.path.join(snapshots, f.read().strip()))
+    candidates += sorted(os.path.join(snapshots, d) for d in os.listdir(snapshots))
+    for snap in candidates:
+        if all(os.path.isfile(os.path.join(snap, n)) for n in (CONFIG_NAME, WEIGHTS_NAME)):
+            return snap
+    return None
+
+
+def resolve(name_or_path: str) -> str:
+    """A directory with config.json + model.safetensors, from a path or a Hugging Face model name."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"expected a directory or model name, got {type(name_or_path).__name__}")
+    name_or_path = os.path.expanduser(os.fspath(name_or_path))
+    looks_like_path = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+    if os.path.isdir(name_or_path):
+        directory = name_or_path
+    elif looks_like_path or os.path.exists(name_or_path):
+        raise FileNotFoundError(f"model directory not found: {name_or_path!r}")
+    else:  # a Hugging Face name such as "gpt2" or "openai-community/gpt2"
+        directory = _find_in_cache(name_or_path) or _download(name_or_path)
+    for needed in (CONFIG_NAME, WEIGHTS_NAME):
+        if not os.path.isfile(os.path.join(directory, needed)):
+            raise FileNotFoundError(f"{needed} not found in {directory!r} (a Hugging Face GPT-2 checkpoint has "
+                                    f"config.json and model.safetensors)")
+    return directory
+
+
+def _download(name: str) -> str:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(
+            f"{name!r} is neither a directory nor in the Hugging Face cache ({_hub_cache_dir()}), and "
+            f"huggingface_hub is not installed to download it") from None
+    try:
+        return snapshot_download(name, allow_patterns=HUB_FILES)
+    except Exception as e:  # offline, unknown repo, no network: all mean "not available here"
+        raise FileNotFoundError(f"{name!r} is neither a directory nor in the Hugging Face cache "
+                                f"({_hub_cache_dir()}), and downloading it failed: {type(e).__name__}: {e}") from None

@@ -1,0 +1,230 @@
+"""GPT2: the Python face of the engine. Loading, generation (text and ids), streaming, forward over a KV cache."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from ._core import GPT2Config, KVCache
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve, save_checkpoint
+from .tokenizer import GPT2Tokenizer
+
+_FROM_CONFIG = object()  # sentinel: "use the eos_token_id of the model's config"
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _check_int(name: str, value, minimum: Optional[int] = None, maximum: int = _INT32_MAX) -> int:
+    """An int within the range the C++ side takes (int32 unless told otherwise), else TypeError / ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return int(value)
+
+
+_SEED_MAX = 2**64 - 1
+
+
+def _check_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _as_id_rows(ids) -> tuple[List[List[int]], bool]:
+    """Token ids as a list of rows, and whether the input was a single sequence."""
+    if isinstance(ids, np.ndarray):
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
+        if ids.ndim == 1:
+            return [ids.tolist()], True
+        if ids.ndim == 2:
+            return ids.tolist(), False
+        raise ValueError(f"token ids must be 1-D or 2-D, got {ids.ndim} dimensions")
+    if not isinstance(ids, (list, tuple)):
+        raise TypeError(f"token ids must be a list of ints or a list of lists, got {type(ids).__name__}")
+    single = len(ids) == 0 or not isinstance(ids[0], (list, tuple, np.ndarray))
+    rows = [list(ids)] if single else [list(r) for r in ids]
+    for row in rows:
+        for t in row:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                raise TypeError(f"token ids must be ints, got {type(t).__name__} {t!r}")
+    return rows, single
+
+
+class GPT2:
+    """A GPT-2 model on the C++ engine. Make one with from_pretrained() or from_config()."""
+
+    def __init__(self, core: _core.Model, tokenizer: Optional[GPT2Tokenizer] = None,
+                 eos_token_id: Optional[int] = 50256):
+        self._core = core
+        self.tokenizer = tokenizer
+        # An end-of-text id outside the vocabulary (a small test config) can never be produced: no early stop.
+        self.eos_token_id = eos_token_id if eos_token_id is not None and eos_token_id < core.config.n_vocab else None
+
+    # ---- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: Union[str, os.PathLike], weights_dtype: str = "float32") -> "GPT2":
+        """Load a Hugging Face GPT-2 checkpoint: a directory with config.json + model.safetensors (+ vocab.json,
+        merges.txt), or a model name found in the local Hugging Face cache (downloaded only when huggingface_hub
+        is installed and online).
+
+        weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" (half the bytes
+        per decoded token) or "int8" (a quarter, one scale per output channel). Activations, the KV cache and all
+        sums stay float32; decode is memory-bound, so fewer bytes are faster."""
+        directory = resolve(name_or_path)
+        config, raw = read_config(os.path.join(directory, CONFIG_NAME))
+        core = _core.Model.load(os.path.join(directory, WEIGHTS_NAME), config, weights_dtype)
+        tokenizer = GPT2Tokenizer.from_dir(directory)
+        if tokenizer is None and config.n_vocab == 50257:
+            tokenizer = GPT2Tokenizer.default()  # the standard GPT-2 vocabulary
+        return cls(core, tokenizer, raw.get("eos_token_id", 50256))
+
+    @classmethod
+    def from_config(cls, config: GPT2Config, seed: int = 0, weights_dtype: str = "float32") -> "GPT2":
+        """A randomly initialised model, as GPT-2 initialises (normal, std 0.02; residual projections scaled)."""
+        if not isinstance(config, GPT2Config):
+            raise TypeError(f"config must be a GPT2Config, got {type(config).__name__}")
+        core = _core.Model.random(config, _check_int("seed", seed, 0, _SEED_MAX), weights_dtype)
+        return cls(core, GPT2Tokenizer.default() if config.n_vocab >= 50257 else None)
+
+    def save_pretrained(self, directory: Union[str, os.PathLike]) -> None:
+        """Write config.json + model.safetensors (+ tokenizer files): transformers' from_pretrained reads it."""
+        save_checkpoint(os.fspath(directory), self.config, self._core.state_dict(), self._core.tied,
+                        self.eos_token_id, self.tokenizer.source_dir if self.tokenizer else None)
+
+    # ---- properties ---------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> GPT2Config:
+        return self._core.config
+
+    @property
+    def weights_dtype(self) -> str:
+        return self._core.weights_dtype
+
+    @property
+    def weights_nbytes(self) -> int:
+        """Bytes one decode step reads: the matrices in weights_dtype, embeddings, biases and norms in float32."""
+        return self._core.weights_nbytes
+
+    def state_dict(self) -> dict:
+        """Read-only NumPy views of every parameter, by Hugging Face name (without the "transformer." prefix)."""
+        return self._core.state_dict()
+
+    # ---- text ---------------------------------------------------------------------------------------------------
+    def _need_tokenizer(self) -> GPT2Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer (no vocab.json/merges.txt and a non-GPT-2 vocabulary); "
+                             "use generate_ids() with token ids")
+        return self.tokenizer
+
+    def encode(self, text: str) -> List[int]:
+        return self._need_tokenizer().encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._need_tokenizer().decode(ids)
+
+    def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: int = 20, **kwargs) -> Union[str, List[str]]:
+        """Prompt text (or a list of them) -> prompt + continuation. Keywords as generate_ids()."""
+        tok = self._need_tokenizer()
+        if isinstance(prompt, str):
+            return tok.decode(self.generate_ids(self._encode_prompt(prompt), max_new_tokens, **kwargs))
+        if not isinstance(prompt, (list, tuple)):
+            raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
+        if len(prompt) == 0:
+            return []
+        rows = [self._encode_prompt(p) for p in prompt]
+        return [tok.decode(ids) for ids in self.generate_ids(rows, max_new_tokens, **kwargs)]
+
+    def _encode_prompt(self, prompt: str) -> List[int]:
+        if not isinstance(prompt, str):
+            raise TypeError(f"every prompt must be a str, got {type(prompt).__name__}")
+        ids = self._need_tokenizer().encode(prompt)
+        if not ids:
+            raise ValueError("prompt is empty; give at least one character of text")
+        return ids
+
+    def stream(self, prompt: str, max_new_tokens: int = 20, **kwargs) -> Iterator[str]:
+        """Yield the continuation of one prompt piece by piece, as it is produced."""
+        tok = self._need_tokenizer()
+        generator = self._generator([self._encode_prompt(prompt)], max_new_tokens, **kwargs)
+        produced: List[int] = []
+        emitted = ""
+        while generator.step():
+            produced.append(generator.last_tokens[0])
+            text = tok.decode(produced)
+            if text.endswith("\ufffd"):  # a multi-byte character still incomplete: wait for its next byte
+                continue
+            if len(text) > len(emitted):
+                yield text[len(emitted):]
+                emitted = text
+        text = tok.decode(produced)
+        if len(text) > len(emitted):
+            yield text[len(emitted):]
+
+    # ---- ids ----------------------------------------------------------------------------------------------------
+    def generate_ids(self, ids, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
+                     top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
+                     use_cache: bool = True) -> Union[List[int], List[List[int]]]:
+        """Token ids (one list, or a list of lists of any lengths) -> prompt + new ids, per row.
+
+        do_sample=False is greedy and ignores temperature/top_k/top_p. temperature > 0 divides the logits
+        (0 = greedy); top_k keeps the k likeliest tokens (0 = off); top_p keeps the smallest set of likeliest tokens
+        whose probability reaches top_p (1.0 = off). seed makes sampling reproducible. Generation stops at
+        eos_token_id (default: the config's; None = never) or after max_new_tokens. use_cache=False recomputes
+        the whole sequence at every step: the baseline the KV cache is measured against.
+        """
+        rows, single = _as_id_rows(ids)
+        generator = self._generator(rows, max_new_tokens, do_sample=do_sample, temperature=temperature,
+                                    top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id,
+                                    use_cache=use_cache)
+        generator.run()
+        out = [list(s) for s in generator.sequences]
+        return out[0] if single else out
+
+    def _generator(self, rows: List[List[int]], max_new_tokens: int, *, do_sample: bool = False,
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
+                   eos_token_id=_FROM_CONFIG, use_cache: bool = True) -> _core.Generator:
+        if not rows:
+            raise ValueError("no prompt given")
+        if not isinstance(do_sample, bool) or not isinstance(use_cache, bool):
+            raise TypeError("do_sample and use_cache must be bools")
+        if eos_token_id is _FROM_CONFIG:
+            eos_token_id = self.eos_token_id
+        if eos_token_id is not None:
+            _check_int("eos_token_id", eos_token_id, 0)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little") if do_sample else 0
+        return _core.Generator(
+            self._core, rows, max_new_tokens=_check_int("max_new_tokens", max_new_tokens, 0), do_sample=do_sample,
+            temperature=_check_float("temperature", temperature), top_k=_check_int("top_k", top_k),
+            top_p=_check_float("top_p", top_p), seed=_check_int("seed", seed, 0, _SEED_MAX),
+            eos_token_id=-1 if eos_token_id is None else eos_token_id, use_cache=use_cache)
+
+    # ---- the cache ----------------------------------------------------------------------------------------------
+    def new_cache(self, batch_size: int = 1, max_seq_len: Optional[int] = None) -> KVCache:
+        """A KV cache allocated once: 2 x n_layer x batch_size x max_seq_len x n_embd float32 values."""
+        max_seq_len = self.config.n_ctx if max_seq_len is None else max_seq_len
+        return self._core.new_cache(_check_int("batch_size", batch_size, 1), _check_int("max_seq_len", max_seq_len, 1))
+
+    def forward(self, tokens, cache: Optional[KVCache] = None) -> np.ndarray:
+        """tokens (B, T) -> logits (B, T, n_vocab) float32. With a cache, each row continues at its own length and
+        the new K/V are appended; without one, the tokens are a whole sequence starting at position 0."""
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
+        tokens = np.asarray(tokens)
+        if tokens.ndim == 1:
+            tokens = tokens[None, :]
+        return self._core.forward(tokens, cache)
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return f"GPT2({self.config!r})"

@@ -1,0 +1,74 @@
+"""GPT-2 byte-level BPE, through Hugging Face `tokenizers` (the same Rust code as GPT2TokenizerFast)."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from typing import List, Optional, Sequence
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+END_OF_TEXT = "<|endoftext|>"
+TOKENIZER_JSON = "tokenizer.json"
+# Files that carry a tokenizer from one checkpoint directory to another (save_pretrained copies those present).
+TOKENIZER_FILES = ("vocab.json", "merges.txt", TOKENIZER_JSON)
+
+
+class GPT2Tokenizer:
+    """Text <-> token ids. Built from vocab.json + merges.txt, or from tokenizer.json when a checkpoint has one."""
+
+    def __init__(self, tokenizer: Tokenizer, source_dir: Optional[str] = None):
+        self._tok = tokenizer
+        self.source_dir = source_dir  # where its files came from (save_pretrained copies them)
+
+    @classmethod
+    def from_files(cls, vocab_path: str, merges_path: str) -> "GPT2Tokenizer":
+        for path in (vocab_path, merges_path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"tokenizer file not found: {path!r}")
+        tok = Tokenizer(models.BPE.from_file(vocab_path, merges_path))
+        # GPT-2's pre-tokenization regex over bytes mapped to printable unicode; no prefix space, like GPT-2.
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens([END_OF_TEXT])
+        return cls(tok, os.path.dirname(os.path.abspath(vocab_path)))
+
+    @classmethod
+    def from_dir(cls, directory: str) -> Optional["GPT2Tokenizer"]:
+        """The tokenizer of a checkpoint directory, or None when it has no tokenizer files. tokenizer.json (what
+        transformers writes, with any added tokens) wins over vocab.json + merges.txt."""
+        serialized = os.path.join(directory, TOKENIZER_JSON)
+        if os.path.isfile(serialized):
+            return cls(Tokenizer.from_file(serialized), os.path.abspath(directory))
+        vocab, merges = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
+        if os.path.isfile(vocab) and os.path.isfile(merges):
+            return cls.from_files(vocab, merges)
+        return None
+
+    @classmethod
+    def default(cls) -> "GPT2Tokenizer":
+        """The GPT-2 tokenizer shipped with the package (OpenAI's vocab.json and merges.txt, MIT license)."""
+        data = resources.files("kvcache") / "data"
+        return cls.from_files(str(data / "vocab.json"), str(data / "merges.txt"))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def eos_token_id(self) -> Optional[int]:
+        return self._tok.token_to_id(END_OF_TEXT)
+
+    def encode(self, text: str) -> List[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"every prompt must be a str, got {type(t).__name__}")
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)

@@ -1,0 +1,163 @@
+"""Fast kernels against their naive twins (and float64 NumPy), and thread-count invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kvcache
+from kvcache import GPT2, GPT2Config
+from kvcache._core import kernels
+from conftest import random_ids
+
+# Fast and naive kernels sum in different orders in float32: allow 1e-4 of the output's scale.
+KERNEL_RTOL = 1e-4
+# Logits (of O(1) scale) on 1 vs 2 threads: only how BLAS splits its reductions differs.
+THREADS_ATOL = 1e-5
+
+
+def rel_err(got, want) -> float:
+    want = np.asarray(want, dtype=np.float64)
+    return float(np.max(np.abs(np.asarray(got, dtype=np.float64) - want)) / max(np.max(np.abs(want)), 1e-30))
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+# Weights are output-major (OC, K), as the model stores them. N <= 8 rows take the streaming kernel (four rows share
+# each weight load, the rest one at a time), more rows BLAS: both sides of the switch, odd sizes included. The
+# lm_head shape (1, 768, 50257) is the largest product of a decode step.
+SHAPES = [(1, 1, 1), (1, 64, 192), (1, 768, 2304), (1, 768, 50257), (3, 5, 17), (4, 48, 211), (7, 33, 65),
+          (8, 3072, 768), (9, 256, 100), (64, 128, 512), (130, 768, 3072)]
+
+
+@pytest.mark.parametrize("N, K, OC", SHAPES)
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+def test_linear_matches_naive(N, K, OC, with_bias):
+    rng = np.random.default_rng(N * K + OC)
+    inp, weight = rand(rng, N, K), rand(rng, OC, K)
+    bias = rand(rng, OC) if with_bias else None
+    fast = kernels.linear(inp, weight, bias)
+    naive = kernels.linear(inp, weight, bias, naive=True)
+    exact = inp.astype(np.float64) @ weight.astype(np.float64).T + (0 if bias is None else bias.astype(np.float64))
+    assert fast.shape == naive.shape == (N, OC)
+    assert rel_err(fast, naive) < KERNEL_RTOL
+    assert rel_err(fast, exact) < KERNEL_RTOL
+    assert rel_err(naive, exact) < KERNEL_RTOL
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("N, K, OC", [s for s in SHAPES if s[2] < 10000])
+def test_reduced_precision_linear_matches_naive_on_stored_values(dtype, N, K, OC):
+    """The fast kernels widen bf16 / int8 exactly: they equal float32 math on the values the storage holds."""
+    rng = np.random.default_rng(N + K + OC)
+    inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
+    stored = kernels.stored_values(weight, dtype)
+    fast = kernels.linear(inp, weight, bias, weights_dtype=dtype)
+    naive = kernels.linear(inp, stored, bias, naive=True)
+    assert rel_err(fast, naive) < KERNEL_RTOL
+
+
+@pytest.mark.parametrize("dtype, max_rel", [("float32", 0.0), ("bfloat16", 2.0**-8), ("int8", 0.5 / 127)])
+def test_stored_values_are_within_the_format_precision(dtype, max_rel):
+    """bf16 keeps 8 significant bits (relative error <= 2^-9, allow 2^-8); int8 errs by at most half a step of
+    each row's scale (max |w| / 127)."""
+    rng = np.random.default_rng(1)
+    weight = rand(rng, 64, 256)
+    err = np.abs(kernels.stored_values(weight, dtype) - weight)
+    if dtype == "int8":
+        assert np.all(err <= max_rel * np.abs(weight).max(axis=1, keepdims=True) * 1.0001)
+    else:
+        assert np.all(err <= max_rel * np.abs(weight))
+
+
+def attend_reference(q, keys, values):
+    q, keys, values = (np.asarray(a, dtype=np.float64) for a in (q, keys, values))
+    scores = keys @ q / np.sqrt(q.size)
+    w = np.exp(scores - scores.max())
+    return (w / w.sum()) @ values
+
+
+@pytest.mark.parametrize("length, HS", [(1, 1), (1, 64), (2, 16), (17, 64), (1024, 64), (300, 128)])
+@pytest.mark.parametrize("scale", [1.0, 8.0], ids=["unit", "peaked"])  # peaked: softmax far from uniform
+def test_attend_matches_naive(length, HS, scale):
+    rng = np.random.default_rng(length * HS)
+    q, keys, values = rand(rng, HS) * scale, rand(rng, length, HS), rand(rng, length, HS)
+    fast = kernels.attend(q, keys, values)
+    naive = kernels.attend(q, keys, values, naive=True)
+    exact = attend_reference(q, keys, values)
+    assert fast.shape == naive.shape == (HS,)
+    assert rel_err(fast, naive) < KERNEL_RTOL
+    assert rel_err(fast, exact) < KERNEL_RTOL
+
+
+@pytest.mark.parametrize("start, T, HS", [(0, 16, 64), (0, 100, 32), (7, 20, 64), (500, 24, 64), (0, 512, 64)])
+def test_attend_block_matches_query_by_query(start, T, HS):
+    """The prefill path (BLAS products + causal softmax) equals attending one query at a time, naively."""
+    rng = np.random.default_rng(start + T)
+    q, keys, values = rand(rng, T, HS), rand(rng, start + T, HS), rand(rng, start + T, HS)
+    block = kernels.attend_block(q, keys, values, start)
+    for t in range(T):
+        n = start + t + 1
+        naive = kernels.attend(q[t], keys[:n], values[:n], naive=True)
+        assert rel_err(block[t], naive) < KERNEL_RTOL, t
+
+
+def test_attend_single_key_returns_its_value():
+    rng = np.random.default_rng(0)
+    values = rand(rng, 1, 24)
+    np.testing.assert_allclose(kernels.attend(rand(rng, 24), rand(rng, 1, 24), values), values[0], rtol=1e-6)
+
+
+def test_kernel_argument_checks():
+    with pytest.raises(ValueError, match="kernel arguments"):
+        kernels.linear(np.zeros((2, 3), np.float32), np.zeros((5, 4), np.float32))
+    with pytest.raises(ValueError, match="bias"):
+        kernels.linear(np.zeros((2, 3), np.float32), np.zeros((5, 3), np.float32), np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="kernel arguments"):
+        kernels.attend(np.zeros(4, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
+
+
+# ---- threads -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_threads():
+    before = kvcache.get_num_threads()
+    yield
+    kvcache.set_num_threads(before)
+
+
+def test_thread_count_does_not_change_results(restore_threads):
+    # GPT-2's own initialisation keeps logits O(1), the scale THREADS_ATOL is stated for; C=256 and 3x30-token
+    # prefills are large enough for the threaded paths (BLAS, layernorm, gelu, attention) to split the work.
+    model = GPT2.from_config(GPT2Config(n_vocab=2000, n_ctx=128, n_embd=256, n_head=4, n_layer=4), seed=0)
+    ids = random_ids(2000, (3, 40), seed=12)
+    runs = {}
+    for n in (1, 2, 3):
+        kvcache.set_num_threads(n)
+        assert kvcache.get_num_threads() == n
+        cache = model.new_cache(batch_size=3)
+        prefill = model.forward(ids[:, :30], cache=cache)
+        steps = [model.forward(ids[:, t:t + 1], cache=cache) for t in range(30, 40)]
+        runs[n] = (model.forward(ids), np.concatenate([prefill] + steps, axis=1),
+                   model.generate_ids(ids.tolist(), max_new_tokens=20, eos_token_id=None))
+    full1, cached1, gen1 = runs[1]
+    assert np.max(np.abs(full1)) < 10  # the scale the tolerance assumes
+    for n in (2, 3):
+        full, cached, gen = runs[n]
+        assert np.max(np.abs(full1 - full)) < THREADS_ATOL
+        assert np.max(np.abs(cached1 - cached)) < THREADS_ATOL
+        assert gen1 == gen
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_set_num_threads_rejects_non_positive(restore_threads, n):
+    before = kvcache.get_num_threads()
+    with pytest.raises(ValueError, match=rf"num_threads must be >= 1, got {n}"):
+        kvcache.set_num_threads(n)
+    assert kvcache.get_num_threads() == before
+
+
+def test_default_thread_count_is_positive():
+    assert kvcache.get_num_threads() >= 1
