@@ -2,10 +2,13 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "multiversion.h"
+#include "vec.h"
 
 namespace kvcache::kernels {
 
@@ -13,51 +16,50 @@ using std::size_t;
 
 namespace {
 
-// 32 separate lane sums (four vectors) hide the FMA latency and vectorise for every storage type, where an
-// `omp simd reduction` over int8 does not.
-constexpr int kDotLanes = 32;
-// With several input rows, four share each weight load (16 lanes each: eight vector chains in flight).
-constexpr int kRowBlock = 4;
-constexpr int kBlockLanes = 16;
-
+// x . w over K. Four independent vector sums hide the FMA latency.
 template <typename T>
 __attribute__((always_inline)) inline float dot(const float* x, const T* w, int K) {
-  float lanes[kDotLanes] = {};
+  v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
   int k = 0;
-  for (; k + kDotLanes <= K; k += kDotLanes) {
-#pragma omp simd
-    for (int l = 0; l < kDotLanes; ++l) lanes[l] += x[k + l] * widen(w, k + l);
+  for (; k + 32 <= K; k += 32) {
+    a0 += load8(x + k) * load8(w + k);
+    a1 += load8(x + k + 8) * load8(w + k + 8);
+    a2 += load8(x + k + 16) * load8(w + k + 16);
+    a3 += load8(x + k + 24) * load8(w + k + 24);
   }
-  float sum = 0.0f;
-  for (int l = 0; l < kDotLanes; ++l) sum += lanes[l];
+  for (; k + 8 <= K; k += 8) a0 += load8(x + k) * load8(w + k);
+  float sum = hsum((a0 + a1) + (a2 + a3));
   for (; k < K; ++k) sum += x[k] * widen(w, k);
   return sum;
 }
 
-// dots[r] = x_r . w for kRowBlock rows x_r = x + r * K, reading w once.
+// With several input rows, four share each weight load: eight vector sums in flight, one weight stream.
+constexpr int kRowBlock = 4;
+constexpr int kOutputTile = 16;
+
+// dots[r] = x_r . w for the kRowBlock rows x_r = x + r * K, reading w once.
 template <typename T>
 __attribute__((always_inline)) inline void dot_block(float* dots, const float* x, const T* w, int K) {
-  float lanes[kRowBlock][kBlockLanes] = {};
   const float* x0 = x;
   const float* x1 = x + K;
   const float* x2 = x + 2 * static_cast<size_t>(K);
   const float* x3 = x + 3 * static_cast<size_t>(K);
+  v8f a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
   int k = 0;
-  for (; k + kBlockLanes <= K; k += kBlockLanes) {
-    float wv[kBlockLanes];  // widened first, in its own loop: one element type per loop vectorises for int8 too
-#pragma omp simd
-    for (int l = 0; l < kBlockLanes; ++l) wv[l] = widen(w, k + l);
-#pragma omp simd
-    for (int l = 0; l < kBlockLanes; ++l) {
-      lanes[0][l] += x0[k + l] * wv[l];
-      lanes[1][l] += x1[k + l] * wv[l];
-      lanes[2][l] += x2[k + l] * wv[l];
-      lanes[3][l] += x3[k + l] * wv[l];
-    }
+  for (; k + 16 <= K; k += 16) {
+    const v8f wa = load8(w + k), wb = load8(w + k + 8);
+    a0 += load8(x0 + k) * wa;
+    a1 += load8(x1 + k) * wa;
+    a2 += load8(x2 + k) * wa;
+    a3 += load8(x3 + k) * wa;
+    b0 += load8(x0 + k + 8) * wb;
+    b1 += load8(x1 + k + 8) * wb;
+    b2 += load8(x2 + k + 8) * wb;
+    b3 += load8(x3 + k + 8) * wb;
   }
+  const v8f sums[kRowBlock] = {a0 + b0, a1 + b1, a2 + b2, a3 + b3};
   for (int r = 0; r < kRowBlock; ++r) {
-    float sum = 0.0f;
-    for (int l = 0; l < kBlockLanes; ++l) sum += lanes[r][l];
+    float sum = hsum(sums[r]);
     for (int kk = k; kk < K; ++kk) sum += x[r * static_cast<size_t>(K) + kk] * widen(w, kk);
     dots[r] = sum;
   }
@@ -68,21 +70,25 @@ template <typename T>
 __attribute__((always_inline)) inline void dot_rows(float* out, const float* inp, const T* weight,
                                                      const float* scales, const float* bias, int N, int K, int OC,
                                                      int o0, int o1, bool accumulate) {
-  for (int o = o0; o < o1; ++o) {
-    const T* w = weight + static_cast<size_t>(o) * K;
-    const float scale = scales != nullptr ? scales[o] : 1.0f;
-    const float b = bias != nullptr ? bias[o] : 0.0f;
-    auto emit = [&](int n, float d) {
-      float& y = out[static_cast<size_t>(n) * OC + o];
-      y = (accumulate ? y : 0.0f) + b + d * scale;
-    };
+  auto emit = [&](int n, int o, float d) {
+    float& y = out[static_cast<size_t>(n) * OC + o];
+    y = (accumulate ? y : 0.0f) + (bias != nullptr ? bias[o] : 0.0f) + d * (scales != nullptr ? scales[o] : 1.0f);
+  };
+  // A tile of output rows at a time, every block of input rows over the tile: the tile's weights (tens of KiB)
+  // come from L1/L2 after the first block, and one block of inputs stays in L1. Without the tile, 8 rows ran
+  // 2.5x slower than 4.
+  for (int t0 = o0; t0 < o1; t0 += kOutputTile) {
+    const int t1 = std::min(t0 + kOutputTile, o1);
     int n = 0;
     for (; n + kRowBlock <= N; n += kRowBlock) {
-      float dots[kRowBlock];
-      dot_block(dots, inp + static_cast<size_t>(n) * K, w, K);
-      for (int r = 0; r < kRowBlock; ++r) emit(n + r, dots[r]);
+      for (int o = t0; o < t1; ++o) {
+        float dots[kRowBlock];
+        dot_block(dots, inp + static_cast<size_t>(n) * K, weight + static_cast<size_t>(o) * K, K);
+        for (int r = 0; r < kRowBlock; ++r) emit(n + r, o, dots[r]);
+      }
     }
-    for (; n < N; ++n) emit(n, dot(inp + static_cast<size_t>(n) * K, w, K));
+    for (; n < N; ++n)
+      for (int o = t0; o < t1; ++o) emit(n, o, dot(inp + static_cast<size_t>(n) * K, weight + static_cast<size_t>(o) * K, K));
   }
 }
 

@@ -8,7 +8,7 @@
 
 namespace kvcache::kernels {
 
-constexpr int kSmallRows = 8;  // up to this many rows the streaming kernel beats BLAS (benchmarks/speed.py)
+constexpr int kSmallRows = 16;  // up to this many rows the streaming kernel beats BLAS (benchmarks/speed.py)
 
 // out (N, OC) (+)= inp (N, K) @ weight^T + bias      weight (OC, K) of any storage type; bias may be null
 void gemv_rows(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
