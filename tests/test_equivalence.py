@@ -100,7 +100,8 @@ def decode_through_cache(model, ids: np.ndarray, prefill: int, chunk: int = 1) -
     (SHORT, 3, 17, 1),     # batched prefill, then single steps to n_ctx
     (MEDIUM, 2, 5, 7),     # multi-token chunks appended at an offset
     (ODD, 2, 30, 4),       # 2 rows x 4 tokens: the small-row kernels at an offset
-    (TINY, 10, 3, 1),      # 10-row decode steps: past the small-row kernels, BLAS
+    (TINY, 10, 3, 1),      # 10-row decode steps: the streaming kernels' 4-row blocks and a remainder
+    (TINY, 17, 3, 1),      # 17-row decode steps: past the streaming kernels (16 rows), BLAS
     (UNTIED, 1, 3, 1),
     (FP16, 2, 10, 1),
     (LONG, 1, 1, 1),       # one token at a time all the way to n_ctx = 1024

@@ -29,7 +29,7 @@ def rand(rng, *shape):
 # each weight load, the rest one at a time), more rows BLAS: both sides of the switch, odd sizes included. The
 # lm_head shape (1, 768, 50257) is the largest product of a decode step.
 SHAPES = [(1, 1, 1), (1, 64, 192), (1, 768, 2304), (1, 768, 50257), (3, 5, 17), (4, 48, 211), (7, 33, 65),
-          (8, 3072, 768), (9, 256, 100), (64, 128, 512), (130, 768, 3072)]
+          (8, 3072, 768), (9, 256, 100), (13, 100, 55), (16, 40, 37), (64, 128, 512), (130, 768, 3072)]
 
 
 @pytest.mark.parametrize("N, K, OC", SHAPES)
