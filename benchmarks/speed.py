@@ -20,12 +20,11 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 import kvcache
 from kvcache import GPT2
 from kvcache._core import Generator, kernels
 from kvcache.demo import random_checkpoint
+from kvcache.machine import best_seconds, read_bandwidth_probe
 
 
 def interleaved(rounds: int, probe, measure) -> tuple[float, float]:
@@ -39,9 +38,8 @@ def interleaved(rounds: int, probe, measure) -> tuple[float, float]:
 
 
 def bandwidth_probe(buffer_mib: int = 1024):
-    """A threaded read of a buffer far larger than the caches: bytes/s of one pass."""
-    data = np.ones(buffer_mib * 2**20 // 4, dtype=np.float32)
-    return lambda: kernels.probe_read_bandwidth(data, 1)
+    """A threaded read of a buffer far larger than the caches: bytes/s of one pass (kvcache.machine's probe)."""
+    return read_bandwidth_probe(buffer_mib * 2**20)
 
 
 def step_times(model: GPT2, prompts: list, steps: int, **options) -> list:
@@ -82,12 +80,7 @@ def prefill_flops(config, T: int) -> float:
 
 
 def generation_seconds_ours(model: GPT2, prompt: list, n: int, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.generate_ids(prompt, max_new_tokens=n, eos_token_id=None)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds(lambda: model.generate_ids(prompt, max_new_tokens=n, eos_token_id=None), repeats)
 
 
 def generation_seconds_transformers(directory: str, prompt: list, n: int, threads: int, repeats: int = 3):
@@ -105,12 +98,7 @@ def generation_seconds_transformers(directory: str, prompt: list, n: int, thread
                               use_cache=True, pad_token_id=0)
     with torch.no_grad():
         run()  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - start)
-    return best
+        return best_seconds(run, repeats)
 
 
 def main(argv=None) -> dict:

@@ -8,20 +8,22 @@ benchmarks (import them from here).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
+
+from ._core import get_num_threads, kernels, set_num_threads
 
 _PACKAGES = ("kvcache", "numpy", "torch", "transformers", "matplotlib")
 
 
-def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
     """Fastest of `repeats` calls: on a shared machine the minimum is the run least disturbed by others."""
     best = float("inf")
     for _ in range(repeats):
@@ -32,22 +34,43 @@ def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _threads(threads: Optional[int]) -> int:
-    if threads is not None:
-        return threads
-    from . import get_num_threads
-    return get_num_threads()
+    return get_num_threads() if threads is None else threads
+
+
+@contextlib.contextmanager
+def _engine_threads(threads: Optional[int]) -> Iterator[None]:
+    """The engine runs on `threads` threads inside the block, on its own count again after (None: unchanged)."""
+    if threads is None:
+        yield
+        return
+    before = get_num_threads()
+    set_num_threads(threads)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
+
+
+def read_bandwidth_probe(nbytes: int = 1 << 30) -> Callable[..., float]:
+    """A probe of RAM read bandwidth: a float32 buffer of `nbytes`, allocated and paged in once, and a function
+    probe(repeats=1) that reads all of it on the engine's threads (the C++ core's probe_read_bandwidth: each
+    thread sums its share, reading every byte once with too little arithmetic to be the limit) and returns the
+    bytes/s of the fastest of `repeats` passes. Keep nbytes far larger than any cache, so this is DRAM bandwidth:
+    the ceiling for a decode step. Build it once and call it many times to probe in between other measurements."""
+    data = np.ones(nbytes // 4, dtype=np.float32)
+
+    def probe(repeats: int = 1) -> float:
+        return kernels.probe_read_bandwidth(data, repeats)
+
+    return probe
 
 
 def measure_read_bandwidth(nbytes: int = 1 << 30, threads: Optional[int] = None, repeats: int = 5) -> float:
-    """Bytes/s that `threads` threads (default: the engine's) read from RAM: each dots its share of a float32
-    array with itself, which reads every byte once and does too little arithmetic to be the limit. The array is
-    far larger than any cache, so this is DRAM bandwidth: the ceiling for a decode step."""
-    threads = _threads(threads)
-    data = np.ones(nbytes // 4, dtype=np.float32)
-    chunks = np.array_split(data, threads)
-    with ThreadPoolExecutor(threads) as pool:
-        seconds = _best_seconds(lambda: list(pool.map(lambda c: np.dot(c, c), chunks)), repeats)
-    return data.nbytes / seconds
+    """Bytes/s that `threads` threads (default: the engine's) read from RAM: the best of `repeats` passes of
+    read_bandwidth_probe over a buffer of `nbytes`."""
+    probe = read_bandwidth_probe(nbytes)
+    with _engine_threads(threads):
+        return probe(repeats)
 
 
 def measure_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
@@ -57,7 +80,7 @@ def measure_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     a @ b  # warm-up: BLAS starts its threads
-    return 2.0 * n ** 3 / _best_seconds(lambda: a @ b, repeats)
+    return 2.0 * n ** 3 / best_seconds(lambda: a @ b, repeats)
 
 
 def _cpu_model() -> str:
