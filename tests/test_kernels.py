@@ -59,6 +59,19 @@ def test_reduced_precision_linear_matches_naive_on_stored_values(dtype, N, K, OC
     assert rel_err(fast, naive) < KERNEL_RTOL
 
 
+@pytest.mark.parametrize("N, K, OC", [s for s in SHAPES if s[0] <= 16 and s[2] < 10000])
+def test_int8_multiversioned_kernel_matches_the_avx2_one(N, K, OC):
+    """int8 decode runs on a kernel built for AVX2 where the CPU has it; the multiversioned one that other CPUs
+    use must give the same products (both equal float32 math on the stored values)."""
+    rng = np.random.default_rng(N * OC + K)
+    inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
+    naive = kernels.linear(inp, kernels.stored_values(weight, "int8"), bias, naive=True)
+    fast = kernels.linear(inp, weight, bias, weights_dtype="int8")
+    portable = kernels.linear(inp, weight, bias, weights_dtype="int8", int8_avx2=False)
+    assert rel_err(portable, naive) < KERNEL_RTOL
+    assert rel_err(fast, naive) < KERNEL_RTOL
+
+
 @pytest.mark.parametrize("dtype, max_rel", [("float32", 0.0), ("bfloat16", 2.0**-8), ("int8", 0.5 / 127)])
 def test_stored_values_are_within_the_format_precision(dtype, max_rel):
     """bf16 keeps 8 significant bits (relative error <= 2^-9, allow 2^-8); int8 errs by at most half a step of

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../kernels/attention.h"
+#include "../kernels/gemv.h"
 #include "../kernels/matmul.h"
 #include "../kernels/probes.h"
 #include "../quantize.h"
@@ -53,7 +54,7 @@ StoredMatrix store(const float* weight, long rows, long cols, const std::string&
 }
 
 // out (N, OC) = inp (N, K) @ weight^T + bias for an output-major weight (OC, K), as the model computes it.
-Array linear(Array inp, Array weight, py::object bias, bool naive, const std::string& dtype) {
+Array linear(Array inp, Array weight, py::object bias, bool naive, const std::string& dtype, bool int8_avx2) {
   check_dims(inp.ndim() == 2 && weight.ndim() == 2 && inp.shape(1) == weight.shape(1), "need (N, K) and (OC, K)");
   const int N = inp.shape(0), K = inp.shape(1), OC = weight.shape(0);
   const bool has_bias = !bias.is_none();
@@ -66,6 +67,11 @@ Array linear(Array inp, Array weight, py::object bias, bool naive, const std::st
   }
   StoredMatrix w = store(weight.data(), OC, K, dtype);
   apply_num_threads();
+  if (!int8_avx2 && N <= kernels::kSmallRows) {
+    kernels::gemv_rows(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
+                       false);
+    return out;
+  }
   std::vector<float> dequant(kernels::dequant_scratch_size(w.matrix));
   kernels::matmul(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
                   dequant.data());
@@ -113,8 +119,9 @@ Array attend_block(Array q, Array keys, Array values, int start) {
 void register_kernels(py::module_& m) {
   py::module_ k = m.def_submodule("kernels", "fast kernels and their naive reference twins (for tests)");
   k.def("linear", &linear, py::arg("inp"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("naive") = false,
-        py::arg("weights_dtype") = "float32",
-        "(N, K) @ weight^T + bias for an output-major weight (OC, K), stored as weights_dtype first");
+        py::arg("weights_dtype") = "float32", py::arg("int8_avx2") = true,
+        "(N, K) @ weight^T + bias for an output-major weight (OC, K), stored as weights_dtype first; "
+        "int8_avx2=False keeps int8 on the multiversioned kernel (N <= 16)");
   k.def("stored_values", &stored_values, py::arg("weight"), py::arg("weights_dtype"),
         "the float32 values of an output-major weight once stored as weights_dtype (int8: one scale per row)");
   k.def("probe_read_bandwidth",

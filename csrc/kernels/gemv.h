@@ -11,7 +11,8 @@ namespace kvcache::kernels {
 constexpr int kSmallRows = 16;  // up to this many rows the streaming kernel beats BLAS (benchmarks/speed.py)
 
 // out (N, OC) (+)= inp (N, K) @ weight^T + bias      weight (OC, K) of any storage type; bias may be null
+// int8_avx2 = false keeps int8 weights on the multiversioned kernel even where the AVX2 one runs (for its test).
 void gemv_rows(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-               bool accumulate);
+               bool accumulate, bool int8_avx2 = true);
 
 }  // namespace kvcache::kernels

@@ -6,8 +6,12 @@
 
 #include <cstdint>
 #include <cstring>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace kvcache::kernels {
+namespace {  // NOLINT: internal linkage, as the same functions compile differently per file (gemv_rows.h)
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
@@ -26,14 +30,19 @@ __attribute__((always_inline)) inline v8f load8(const uint16_t* p) {  // bfloat1
   v8u16 h;
   std::memcpy(&h, p, sizeof h);
   const v8u32 bits = __builtin_convertvector(h, v8u32) << 16;
-  return reinterpret_cast<const v8f&>(bits);
+  return (v8f)bits;  // a cast between vector types of one size keeps the bits
 }
 __attribute__((always_inline)) inline v8f load8(const int8_t* p) {
+#if defined(__AVX2__)  // gemv_avx2.cc: one vpmovsxbd and one vcvtdq2ps
+  const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  return f;
+#else
   v8i8 q;
   std::memcpy(&q, p, sizeof q);
-  // by way of int16 and int32: GCC 12 turns int8 -> float, and even int8 -> int32, into eight scalar conversions
-  // (a 4x slower int8 decode); these two steps become vpmovsxbw / vpmovsxwd
+  // by way of int16 and int32: GCC 12 turns int8 -> float, and even int8 -> int32, into eight scalar conversions;
+  // these steps at least stay in vector registers (about ten instructions, see gemv_avx2.h)
   return __builtin_convertvector(__builtin_convertvector(__builtin_convertvector(q, v8i16), v8i32), v8f);
+#endif
 }
 
 __attribute__((always_inline)) inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
@@ -71,7 +80,8 @@ __attribute__((always_inline)) inline v8f exp8(v8f x) {
   y = y * r + 5.0000001201e-1f;
   y = y * r * r + r + 1.0f;
   const v8i32 bits = (__builtin_convertvector(floor_n, v8i32) + 127) << 23;
-  return y * reinterpret_cast<const v8f&>(bits);
+  return y * (v8f)bits;
 }
 
+}  // namespace
 }  // namespace kvcache::kernels

@@ -1,0 +1,19 @@
+// The int8 row kernel compiled for AVX2 + FMA (gemv_avx2.cc, built with -mavx2 -mfma on x86-64 with GCC).
+// Why a file of its own: widening int8 to float32 is one instruction (vpmovsxbd) with AVX2, but GCC 12 can only
+// reach it through an intrinsic, and an AVX2 intrinsic cannot be inlined into the target_clones kernels of
+// gemv.cc, which also compile for baseline x86-64. There, GCC's generic vector conversion took ten instructions
+// per eight weights, and int8 decode ran slower than float32.
+#pragma once
+
+#include <cstdint>
+
+namespace kvcache::kernels {
+
+// True when this build has the AVX2 kernel and the CPU runs it (checked once).
+bool avx2_fma_available();
+
+// Rows [o0, o1) of out (N, OC) (+)= inp (N, K) @ (weight * scales)^T + bias; only call when avx2_fma_available().
+void dot_rows_i8_avx2(float* out, const float* inp, const int8_t* weight, const float* scales, const float* bias, int N,
+                      int K, int OC, int o0, int o1, bool accumulate);
+
+}  // namespace kvcache::kernels
