@@ -4,6 +4,7 @@
 #include <string>
 
 #include "errors.h"
+#include "huge_pages.h"
 
 namespace kvcache {
 
@@ -14,9 +15,11 @@ KVCache::KVCache(const GPT2Config& config, int batch_size, int max_seq_len, cons
           "cache max_seq_len must be in [1, n_ctx=" + std::to_string(config.n_ctx) + "], got " +
               std::to_string(max_seq_len));
   auto u = [](int v) { return static_cast<std::size_t>(v); };
+  data_ = xt::xtensor<float, 6>::from_shape({u(config.n_layer), std::size_t{2}, u(batch_size), u(config.n_head),
+                                              u(max_seq_len), u(config.head_dim())});
+  advise_huge_pages(data_.data(), nbytes());  // before the first write (huge_pages.h)
   // Zero-filled so that even a bug reading past a row's length could not see stale data from another run.
-  data_ = xt::zeros<float>({u(config.n_layer), std::size_t{2}, u(batch_size), u(config.n_head), u(max_seq_len),
-                            u(config.head_dim())});
+  std::fill(data_.begin(), data_.end(), 0.0f);
   seq_lens_.assign(batch_size, 0);
 }
 

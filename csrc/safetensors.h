@@ -37,6 +37,11 @@ class SafeTensorsFile {
   const TensorInfo& info(const std::string& name) const;
   const std::byte* data(const TensorInfo& info) const { return data_ + info.begin; }
   std::vector<std::string> names() const;
+  // Whether p points into this file's tensor data.
+  bool maps(const void* p) const {
+    const auto* b = static_cast<const std::byte*>(p);
+    return data_ != nullptr && b >= data_ && b < data_ + data_size_;
+  }
 
  private:
   void parse_header(std::size_t header_len);

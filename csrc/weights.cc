@@ -5,6 +5,7 @@
 #include <random>
 
 #include "errors.h"
+#include "huge_pages.h"
 #include "quantize.h"
 #include "safetensors.h"
 
@@ -142,6 +143,7 @@ std::unique_ptr<GPT2Weights> GPT2Weights::load(const std::string& path, const GP
   }
   if (head != nullptr && !in_place(*head)) to_convert += head->numel();
   w->arena_ = xt::xtensor<float, 1>::from_shape({static_cast<std::size_t>(to_convert)});
+  advise_huge_pages(w->arena_.data(), w->arena_.size() * sizeof(float));
 
   float* next = w->arena_.data();
   auto place = [&](const TensorInfo& info) -> const float* {
@@ -167,6 +169,7 @@ std::unique_ptr<GPT2Weights> GPT2Weights::random(const GPT2Config& config, uint6
   int64_t total = 0;
   for (auto& slot : slots) total += slot.numel();
   w->arena_ = xt::xtensor<float, 1>::from_shape({static_cast<std::size_t>(total)});
+  advise_huge_pages(w->arena_.data(), w->arena_.size() * sizeof(float));
 
   std::mt19937_64 rng(seed);
   const float std_normal = 0.02f;
@@ -193,31 +196,42 @@ void GPT2Weights::build_matrices(WeightType type) {
   const long C = config_.n_embd, V = config_.n_vocab;
   // Every matrix the kernels read: where it goes, its float32 source, its shape as stored in the source, and
   // whether the source is Conv1D (in, out) and must be transposed to (out, in).
+  // A float32 matrix already output-major is copied too when it lies in the file's memory map, whose 4 KiB pages
+  // cannot be huge pages (huge_pages.h): the lm_head of a float32 checkpoint, a third of a decode step's bytes.
   struct Job {
     Matrix* matrix;
     const float* source;
     long rows, cols;
     bool transpose;
+    bool copy_f32;  // float32 storage: an owned copy (always when transposed)
   };
+  auto in_file = [&](const float* p) { return file_ != nullptr && file_->maps(p); };
   std::vector<Job> jobs;
   for (LayerWeights& l : h) {
-    jobs.push_back({&l.c_attn, l.c_attn_w, C, 3 * C, true});
-    jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true});
-    jobs.push_back({&l.c_fc, l.c_fc_w, C, 4 * C, true});
-    jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true});
+    jobs.push_back({&l.c_attn, l.c_attn_w, C, 3 * C, true, true});
+    jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true, true});
+    jobs.push_back({&l.c_fc, l.c_fc_w, C, 4 * C, true, true});
+    jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true, true});
   }
-  jobs.push_back({&lm_head_matrix, lm_head, V, C, false});
+  jobs.push_back({&lm_head_matrix, lm_head, V, C, false, in_file(lm_head)});
 
   std::size_t f32_elements = 0, elements = 0, channels = 0;
   for (const Job& j : jobs) {
-    if (j.transpose) f32_elements += j.rows * j.cols;
+    if (j.copy_f32) f32_elements += j.rows * j.cols;
     elements += j.rows * j.cols;
     channels += j.transpose ? j.cols : j.rows;
   }
-  if (type == WeightType::F32) f32_ = xt::xtensor<float, 1>::from_shape({f32_elements});
-  if (type == WeightType::BF16) bf16_ = xt::xtensor<uint16_t, 1>::from_shape({elements});
+  if (type == WeightType::F32) {
+    f32_ = xt::xtensor<float, 1>::from_shape({f32_elements});
+    advise_huge_pages(f32_.data(), f32_.size() * sizeof(float));
+  }
+  if (type == WeightType::BF16) {
+    bf16_ = xt::xtensor<uint16_t, 1>::from_shape({elements});
+    advise_huge_pages(bf16_.data(), bf16_.size() * sizeof(uint16_t));
+  }
   if (type == WeightType::I8) {
     int8_ = xt::xtensor<int8_t, 1>::from_shape({elements});
+    advise_huge_pages(int8_.data(), int8_.size());
     scales_ = xt::xtensor<float, 1>::from_shape({channels});
   }
 
@@ -240,6 +254,11 @@ void GPT2Weights::build_matrices(WeightType type) {
         for (long i = 0; i < in_cols; ++i) dst[o * in_cols + i] = j.source[i * out_rows + o];
       }
       output_major = dst;
+    } else if (type == WeightType::F32 && j.copy_f32) {
+      float* dst = f32_.data() + at_f32;
+      at_f32 += n;
+      std::memcpy(dst, j.source, n * sizeof(float));
+      output_major = dst;
     }
     switch (type) {
       case WeightType::F32:
@@ -256,6 +275,8 @@ void GPT2Weights::build_matrices(WeightType type) {
         break;
     }
     at += n;
+    // The kernels read the copy from now on; the file's pages of the source would only count twice in the RSS.
+    if (in_file(j.source)) release_mapped_pages(j.source, n * sizeof(float));
   }
   weight_type_ = type;
 }

@@ -4,6 +4,7 @@ the KV cache's size, random initialisation, and finding a model in the Hugging F
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -246,3 +247,23 @@ def test_version_and_exports():
     assert kvcache.__version__
     for name in ("GPT2", "GPT2Config", "KVCache", "sample", "set_num_threads", "get_num_threads"):
         assert hasattr(kvcache, name)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the RSS from Linux's /proc")
+def test_float32_load_keeps_one_copy_of_the_weights_in_memory(checkpoint):
+    """The kernels read owned, output-major copies of the matrices (huge pages); the memory-mapped file pages
+    they were copied from are released, so loading costs the weights' bytes once, not twice."""
+    from conftest import GPT2_124M
+    ck = checkpoint(GPT2_124M)
+    before = _rss_bytes()
+    model = GPT2.from_pretrained(ck.path)
+    grown = _rss_bytes() - before
+    assert model.weights_nbytes > 400e6
+    assert grown < 1.25 * model.weights_nbytes, (grown, model.weights_nbytes)
+    # and the released pages are still readable: the file is read again where a view touches them
+    np.testing.assert_array_equal(model.state_dict()["wte.weight"], ck.hf.transformer.wte.weight.detach().numpy())
