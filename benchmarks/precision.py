@@ -24,9 +24,16 @@ from speed import step_times, write_json  # the sibling script: one way to time 
 DTYPES = ("float32", "bfloat16", "int8")
 
 
-def decode_step_seconds(model: GPT2) -> float:
-    """Median decode step at batch 1 after an 8-token prompt."""
-    return statistics.median(step_times(model, [[464] * 8], 48))
+def decode_step_seconds(models: dict, rounds: int = 8, steps: int = 8) -> dict:
+    """Median decode step at batch 1 after an 8-token prompt, per model, the models timed in alternation (rounds
+    of a few steps each), so their ratios are taken under the same share of a shared machine."""
+    times = {name: [] for name in models}
+    for name, model in models.items():
+        step_times(model, [[464] * 8], 4)  # warm-up: pages the weights in, starts the threads
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name] += step_times(model, [[464] * 8], steps)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def greedy_agreement(reference: list, other: list, prompt_len: int) -> int:
@@ -53,7 +60,7 @@ def main(argv=None) -> dict:
     prompt = tokens[0, :16].tolist()
     logits = {dtype: m.forward(tokens) for dtype, m in models.items()}
     greedy = {dtype: m.generate_ids(prompt, args.greedy_tokens, eos_token_id=None) for dtype, m in models.items()}
-    step = {dtype: decode_step_seconds(m) for dtype, m in models.items()}
+    step = decode_step_seconds(models)
 
     results = {"model": os.path.abspath(directory), "positions": int(tokens.size), "dtypes": {}}
     for dtype in DTYPES:

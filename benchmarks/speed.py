@@ -60,7 +60,7 @@ def decode_tokens_per_s(model: GPT2, batch: int, steps: int = 48, prompt_len: in
     return batch / statistics.median(times)
 
 
-def step_latencies(model: GPT2, near: int, far: int, steps: int = 24) -> tuple[float, float]:
+def step_latencies(model: GPT2, near: int, far: int, steps: int = 16) -> tuple[float, float]:
     """Median decode-step latencies with `near` and with `far` tokens already in the cache, the two generators
     stepped in alternation, so that both see the same share of a shared machine whose bandwidth drifts."""
     generators = [Generator(model._core, [[464] * n], max_new_tokens=steps + 1, eos_token_id=-1) for n in (near, far)]
