@@ -139,7 +139,10 @@ def _peers_section(suite: Suite, images: str) -> List[str]:
              "step achieves: weight bytes read per step / median step time; `of machine` compares it with the "
              f"read bandwidth this machine measured in the same run ({bandwidth / 1e9:.1f} GB/s, "
              f"{suite.machine['threads']} threads). A cached decode step close to 100% is as fast as the memory "
-             "allows; uncached steps are limited by arithmetic instead, so their GB/s is low by nature.", "",
+             "allows; uncached steps are limited by arithmetic instead, so their GB/s is low by nature. The "
+             "bandwidth of a shared machine drifts (here between about 29 and 54 GB/s from one minute to the next), "
+             "so a figure above 100% means the memory got faster after it was probed; `benchmarks/speed.py` probes "
+             "in alternation with the decode steps it compares, for fractions that hold.", "",
              bench.format_table(bench.peer_table(records, bandwidth)), ""]
     for u in suite.notes.get("unavailable", []):
         lines += [f"- {u['engine']} {u['mode']}: not available here ({u['reason']})."]
