@@ -5,11 +5,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
-#include <xtensor/xadapt.hpp>
-#include <xtensor/xmath.hpp>
-#include <xtensor/xnoalias.hpp>
 
 #include "kernels/attention.h"
+#include "kernels/gelu.h"
 
 namespace kvcache {
 
@@ -44,18 +42,7 @@ void layernorm_forward(float* out, const float* inp, const float* weight, const 
   }
 }
 
-void gelu_forward(float* x, long n) {
-  const float k = std::sqrt(2.0f / static_cast<float>(M_PI));
-  // Chunks so both cores share long prefill activations; xtensor evaluates each chunk with xsimd.
-  const long chunk = 16384;
-#pragma omp parallel for if (n > chunk)
-  for (long begin = 0; begin < n; begin += chunk) {
-    const long len = std::min(chunk, n - begin);
-    auto v = xt::adapt(x + begin, static_cast<size_t>(len), xt::no_ownership(), std::array<size_t, 1>{size_t(len)});
-    // noalias: elementwise, so no temporary is needed (a plain `v =` would allocate one per call)
-    xt::noalias(v) = 0.5f * v * (1.0f + xt::tanh(k * (v + 0.044715f * v * v * v)));
-  }
-}
+void gelu_forward(float* x, long n) { kernels::gelu(x, n); }
 
 void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows,
                        int T, int NH, int HS, float* scratch) {

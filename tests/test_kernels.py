@@ -105,7 +105,8 @@ def test_attend_matches_naive(length, HS, scale):
     assert rel_err(fast, exact) < KERNEL_RTOL
 
 
-@pytest.mark.parametrize("start, T, HS", [(0, 16, 64), (0, 100, 32), (7, 20, 64), (500, 24, 64), (0, 512, 64)])
+@pytest.mark.parametrize("start, T, HS", [(0, 16, 64), (0, 100, 32), (7, 20, 64), (500, 24, 64), (0, 512, 64),
+                                          (300, 200, 64)])
 def test_attend_block_matches_query_by_query(start, T, HS):
     """The prefill path (BLAS products + causal softmax) equals attending one query at a time, naively."""
     rng = np.random.default_rng(start + T)
@@ -174,3 +175,14 @@ def test_set_num_threads_rejects_non_positive(restore_threads, n):
 
 def test_default_thread_count_is_positive():
     assert kvcache.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 100, 40000])
+def test_gelu_matches_naive(n):
+    """The vectorised GELU (x * sigmoid(2u), one exp) equals the tanh form in double, over the range activations
+    take and far beyond it (where exp would overflow)."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    x[: min(n, 4)] = np.array([0.0, -100.0, 100.0, 1e-4], dtype=np.float32)[: min(n, 4)]
+    fast, naive = kernels.gelu(x), kernels.gelu(x, naive=True)
+    np.testing.assert_allclose(fast, naive, rtol=2e-6, atol=2e-7)

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../kernels/attention.h"
+#include "../kernels/gelu.h"
 #include "../kernels/gemv.h"
 #include "../kernels/matmul.h"
 #include "../kernels/probes.h"
@@ -138,6 +139,15 @@ void register_kernels(py::module_& m) {
           return kernels::probe_fma_peak(seconds);
         },
         py::arg("seconds") = 0.5, "float32 FLOP/s of independent FMA chains on every thread");
+  k.def("gelu",
+        [](Array x, bool naive) {
+          Array out({x.size()});
+          std::copy(x.data(), x.data() + x.size(), out.mutable_data());
+          apply_num_threads();
+          (naive ? kernels::gelu_naive : kernels::gelu)(out.mutable_data(), static_cast<long>(x.size()));
+          return out;
+        },
+        py::arg("x"), py::arg("naive") = false, "GELU (tanh form) of a float32 array, flattened");
   k.def("attend_block", &attend_block, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("start"));
   k.def("attend", &attend, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("naive") = false);
 }

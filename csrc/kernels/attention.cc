@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 
@@ -9,6 +10,10 @@
 #include "vec.h"
 
 namespace kvcache::kernels {
+
+// Queries per block of a prefill (attend_block): smaller blocks skip more of the causal triangle, larger ones keep
+// the products efficient; 128 measured fastest at 512 tokens.
+constexpr int kQueryBlock = 128;
 
 namespace {
 
@@ -95,18 +100,26 @@ void attend(float* out, const float* q, const float* keys, const float* values, 
 void attend_block(float* out, int ldo, const float* q, int ldq, const float* keys, const float* values, int start, int T,
                   int HS, float scale, float* scores) {
   const int L = start + T;
-  // pass 1: scores (T, L) = scale * Q K^T; the causal upper part is computed too and discarded: BLAS at full speed
-  // on the square beats skipping half of the work at a fraction of it
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, L, HS, scale, q, ldq, keys, HS, 0.0f, scores, L);
-  // pass 2: softmax of each row over its causal prefix; the positions after it get probability 0
-  for (int t = 0; t < T; ++t) {
-    const std::size_t len = static_cast<std::size_t>(start + t + 1);
-    float* row = scores + static_cast<std::size_t>(t) * L;
-    softmax_in_place(row, len);
-    std::fill(row + len, row + L, 0.0f);
+  // A block of queries at a time, each against the keys up to its last query only: the causal upper triangle is
+  // skipped a block at a time (about 40% of the work at 512 tokens) while every product stays a BLAS call.
+  for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
+    const int rows = T - t0 < kQueryBlock ? T - t0 : kQueryBlock;
+    const int len = start + t0 + rows;  // keys any query of the block may see
+    float* block = scores + static_cast<std::size_t>(t0) * L;  // (rows, len) with row stride L
+    // pass 1: scores = scale * Q K^T
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, len, HS, scale, q + static_cast<std::size_t>(t0) * ldq,
+                ldq, keys, HS, 0.0f, block, L);
+    // pass 2: softmax of each row over its causal prefix; the later positions of the block get probability 0
+    for (int r = 0; r < rows; ++r) {
+      const std::size_t prefix = static_cast<std::size_t>(start + t0 + r + 1);
+      float* row = block + static_cast<std::size_t>(r) * L;
+      softmax_in_place(row, prefix);
+      std::fill(row + prefix, row + len, 0.0f);
+    }
+    // pass 3: out = P V
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, len, 1.0f, block, L, values, HS, 0.0f,
+                out + static_cast<std::size_t>(t0) * ldo, ldo);
   }
-  // pass 3: out (T, HS) = P V
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, L, 1.0f, scores, L, values, HS, 0.0f, out, ldo);
 }
 
 void attend_naive(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
