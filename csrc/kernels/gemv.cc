@@ -4,7 +4,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "gemv_avx2.h"
 #include "gemv_rows.h"
