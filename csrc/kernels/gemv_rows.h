@@ -79,6 +79,10 @@ __attribute__((always_inline)) inline void dot_block_3x4(float (&dots)[kOutputBl
   v8f acc[kOutputBlock][kRowBlock] = {};
   int k = 0;
   for (; k + 8 <= K; k += 8) {
+    // the next three weight rows, a block ahead: three interleaved streams outran the hardware prefetcher
+    __builtin_prefetch(w2 + K + k);
+    __builtin_prefetch(w2 + 2 * static_cast<size_t>(K) + k);
+    __builtin_prefetch(w2 + 3 * static_cast<size_t>(K) + k);
     const v8f a = load8(w0 + k), b = load8(w1 + k), c = load8(w2 + k);
 #pragma GCC unroll 4
     for (int r = 0; r < kRowBlock; ++r) {
