@@ -60,6 +60,16 @@ def decode_tokens_per_s(model: GPT2, batch: int, steps: int = 48, prompt_len: in
     return batch / statistics.median(times)
 
 
+def batch_scaling(model: GPT2, batches=(1, 2, 4, 8), rounds: int = 6, steps: int = 8) -> dict:
+    """Decode tokens/s per batch size, the sizes stepped in rounds, one after another, so that their ratios are
+    taken under the same share of a shared machine (one size after the other drifted by tens of percent)."""
+    times = {b: [] for b in batches}
+    for _ in range(rounds):
+        for b in batches:
+            times[b] += step_times(model, [[464 + r] * 8 for r in range(b)], steps)
+    return {b: b / statistics.median(t) for b, t in times.items()}
+
+
 def step_latencies(model: GPT2, near: int, far: int, steps: int = 16) -> tuple[float, float]:
     """Median decode-step latencies with `near` and with `far` tokens already in the cache, the two generators
     stepped in alternation, so that both see the same share of a shared machine whose bandwidth drifts."""
@@ -134,8 +144,7 @@ def main(argv=None) -> dict:
     fma_peak, prefill_s = interleaved(5, lambda: kernels.probe_fma_peak(0.3), lambda: prefill_seconds(model, 512))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes
-    decode = {1: 1.0 / step_s}
-    decode.update({b: decode_tokens_per_s(model, b) for b in (2, 4, 8)})
+    scaling = batch_scaling(model)
     near, far = step_latencies(model, 10, 1000)
     prompt, n_new = [464] * 8, 64
     ours_s = generation_seconds_ours(model, prompt, n_new)
@@ -145,10 +154,11 @@ def main(argv=None) -> dict:
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads,
                     "python": sys.version.split()[0], "kvcache": kvcache.__version__, **machine},
         "model": {"dir": os.path.abspath(directory), "weights_bytes": weight_bytes, "config": repr(model.config)},
-        "decode_tokens_per_s": decode,
+        "decode_tokens_per_s": {1: 1.0 / step_s},
+        "batch_decode_tokens_per_s": scaling,
         "decode_roofline_tokens_per_s": roofline,
-        "decode_fraction_of_roofline": decode[1] / roofline,
-        "achieved_bandwidth_GBps": decode[1] * weight_bytes / 1e9,
+        "decode_fraction_of_roofline": 1.0 / step_s / roofline,
+        "achieved_bandwidth_GBps": weight_bytes / step_s / 1e9,
         "step_latency_ms": {"position_10": near * 1e3, "position_1000": far * 1e3, "ratio": far / near,
                             # a step at position 1000 must also read 1000 positions of K and V: the least ratio
                             "bytes_read_ratio": (weight_bytes + kv_bytes_read(model.config, 1000)) / weight_bytes},
@@ -171,6 +181,7 @@ def write_json(path: str, results: dict) -> None:
 
 
 def report(r: dict) -> str:
+    bs = r["batch_decode_tokens_per_s"]
     m, d, lat, pre, gen = r["machine"], r["decode_tokens_per_s"], r["step_latency_ms"], r["prefill_512"], \
         r["generate_64_tokens_seconds"]
     rows = [
@@ -185,8 +196,8 @@ def report(r: dict) -> str:
          f"{pre['fraction_of_fma_peak']:.0%} of FMA peak", ">= 60%"),
         ("step latency position 1000 / 10", f"{lat['position_1000']:.1f} ms / {lat['position_10']:.1f} ms",
          f"{lat['ratio']:.2f}x (bytes read: {lat['bytes_read_ratio']:.2f}x)", "<= 1.3x"),
-        ("decode batch 1 / 2 / 4 / 8", " / ".join(f"{d[b]:.0f}" for b in (1, 2, 4, 8)) + " tokens/s",
-         " / ".join(f"{d[b] / d[1]:.1f}x" for b in (1, 2, 4, 8)), "~linear"),
+        ("decode batch 1 / 2 / 4 / 8 (in rounds)", " / ".join(f"{bs[b]:.0f}" for b in (1, 2, 4, 8)) + " tokens/s",
+         " / ".join(f"{bs[b] / bs[1]:.1f}x" for b in (1, 2, 4, 8)), "~linear"),
     ]
     lines = ["| measure | value | against the limit | target |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {t} |" for a, b, c, t in rows]
