@@ -19,7 +19,7 @@ import numpy as np
 
 from kvcache import GPT2
 from kvcache.demo import random_checkpoint
-from speed import step_times, write_json  # the sibling script: one way to time a decode step
+from speed import filler_prompt, step_times, write_json  # the sibling script: one way to time a decode step
 
 DTYPES = ("float32", "bfloat16", "int8")
 
@@ -29,10 +29,10 @@ def decode_step_seconds(models: dict, rounds: int = 8, steps: int = 8) -> dict:
     of a few steps each), so their ratios are taken under the same share of a shared machine."""
     times = {name: [] for name in models}
     for name, model in models.items():
-        step_times(model, [[464] * 8], 4)  # warm-up: pages the weights in, starts the threads
+        step_times(model, [filler_prompt(model, 8)], 4)  # warm-up: pages the weights in, starts the threads
     for _ in range(rounds):
         for name, model in models.items():
-            times[name] += step_times(model, [[464] * 8], steps)
+            times[name] += step_times(model, [filler_prompt(model, 8)], steps)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

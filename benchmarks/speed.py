@@ -42,6 +42,12 @@ def bandwidth_probe(buffer_mib: int = 1024):
     return read_bandwidth_probe(buffer_mib * 2**20)
 
 
+def filler_prompt(model: GPT2, length: int, row: int = 0) -> list:
+    """A prompt of one repeated token (" The" in GPT-2's vocabulary; another row, another token): what a step
+    costs does not depend on which tokens it reads."""
+    return [(464 + row) % model.config.n_vocab] * length
+
+
 def step_times(model: GPT2, prompts: list, steps: int, **options) -> list:
     """Seconds of each decode step after the prefill (the generator's first step)."""
     generator = Generator(model._core, prompts, max_new_tokens=steps + 1, eos_token_id=-1, **options)
@@ -56,7 +62,7 @@ def step_times(model: GPT2, prompts: list, steps: int, **options) -> list:
 
 
 def decode_tokens_per_s(model: GPT2, batch: int, steps: int = 48, prompt_len: int = 8) -> float:
-    times = step_times(model, [[464 + r] * prompt_len for r in range(batch)], steps)
+    times = step_times(model, [filler_prompt(model, prompt_len, r) for r in range(batch)], steps)
     return batch / statistics.median(times)
 
 
@@ -66,14 +72,15 @@ def batch_scaling(model: GPT2, batches=(1, 2, 4, 8), rounds: int = 6, steps: int
     times = {b: [] for b in batches}
     for _ in range(rounds):
         for b in batches:
-            times[b] += step_times(model, [[464 + r] * 8 for r in range(b)], steps)
+            times[b] += step_times(model, [filler_prompt(model, 8, r) for r in range(b)], steps)
     return {b: b / statistics.median(t) for b, t in times.items()}
 
 
 def step_latencies(model: GPT2, near: int, far: int, steps: int = 16) -> tuple[float, float]:
     """Median decode-step latencies with `near` and with `far` tokens already in the cache, the two generators
     stepped in alternation, so that both see the same share of a shared machine whose bandwidth drifts."""
-    generators = [Generator(model._core, [[464] * n], max_new_tokens=steps + 1, eos_token_id=-1) for n in (near, far)]
+    generators = [Generator(model._core, [filler_prompt(model, n)], max_new_tokens=steps + 1, eos_token_id=-1)
+                  for n in (near, far)]
     times = ([], [])
     for g in generators:
         g.step()  # the prefill
@@ -92,7 +99,7 @@ def kv_bytes_read(config, positions: int) -> int:
 
 def prefill_seconds(model: GPT2, prompt_len: int) -> list:
     """One prefill pass (logits of the last position only, as generation computes them), in a list."""
-    generator = Generator(model._core, [[464] * prompt_len], max_new_tokens=1, eos_token_id=-1)
+    generator = Generator(model._core, [filler_prompt(model, prompt_len)], max_new_tokens=1, eos_token_id=-1)
     start = time.perf_counter()
     generator.step()
     return [time.perf_counter() - start]
@@ -140,13 +147,13 @@ def main(argv=None) -> dict:
     weight_bytes = model.weights_nbytes
 
     decode_tokens_per_s(model, 1, steps=8)  # warm-up: page the weights in, start the threads
-    bandwidth, step_s = interleaved(7, bandwidth_probe(), lambda: step_times(model, [[464] * 8], 12))
+    bandwidth, step_s = interleaved(7, bandwidth_probe(), lambda: step_times(model, [filler_prompt(model, 8)], 12))
     fma_peak, prefill_s = interleaved(5, lambda: kernels.probe_fma_peak(0.3), lambda: prefill_seconds(model, 512))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes
     scaling = batch_scaling(model)
     near, far = step_latencies(model, 10, 1000)
-    prompt, n_new = [464] * 8, 64
+    prompt, n_new = filler_prompt(model, 8), 64
     ours_s = generation_seconds_ours(model, prompt, n_new)
     hf_s = generation_seconds_transformers(directory, prompt, n_new, threads)
 

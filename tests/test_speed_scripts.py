@@ -1,0 +1,47 @@
+"""benchmarks/speed.py and benchmarks/precision.py run end to end (on a tiny checkpoint: these are not timings, only
+proof that the scripts behind README's speed and precision tables work and report what they say)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import LONG
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import precision  # noqa: E402
+import speed  # noqa: E402
+
+
+def test_speed_script_reports_every_measure_against_its_limit(checkpoint, tmp_path):
+    ck = checkpoint(LONG)  # n_ctx 1024: room for the 512-token prefill and the step at position 1000
+    out = tmp_path / "speed.json"
+    results = speed.main(["--model", str(ck.path), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert results["machine"]["read_bandwidth_GBps"] > 0 and results["machine"]["fma_peak_GFLOPs"] > 0
+    assert results["decode_fraction_of_roofline"] == pytest.approx(
+        results["decode_tokens_per_s"][1] / results["decode_roofline_tokens_per_s"])
+    assert set(results["batch_decode_tokens_per_s"]) == {1, 2, 4, 8}
+    assert all(v > 0 for v in results["batch_decode_tokens_per_s"].values())
+    lat = results["step_latency_ms"]
+    assert lat["ratio"] == pytest.approx(lat["position_1000"] / lat["position_10"])
+    assert lat["bytes_read_ratio"] > 1.0
+    assert 0 < results["prefill_512"]["fraction_of_fma_peak"]
+    assert results["generate_64_tokens_seconds"]["speedup_vs_transformers"] > 0
+
+
+def test_precision_script_compares_every_format_with_float32(checkpoint, tmp_path):
+    ck = checkpoint(LONG)
+    out = tmp_path / "precision.json"
+    results = precision.main(["--model", str(ck.path), "--positions", "64", "--greedy-tokens", "8",
+                              "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    f32, bf16, i8 = (results["dtypes"][d] for d in ("float32", "bfloat16", "int8"))
+    assert f32["max_abs_logit_diff"] == 0.0 and f32["top1_agreement"] == 1.0 and f32["greedy_tokens_agreeing"] == 8
+    assert f32["weights_bytes"] > bf16["weights_bytes"] > i8["weights_bytes"]
+    for r in (bf16, i8):
+        assert 0 < r["max_abs_logit_diff"] < 0.5
+        assert 0.0 <= r["top1_agreement"] <= 1.0 and r["decode_speedup_vs_float32"] > 0
