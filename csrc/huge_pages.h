@@ -2,7 +2,7 @@
 //
 // With 4 KiB pages, reading 0.5 GB of weights per token walks ~120,000 pages and misses the TLB all the way;
 // with 2 MiB transparent huge pages it walks ~250. Measured A/B in one process (same weights, steps in
-// alternation): a GPT-2 124M decode step 6-16% faster. Linux gives huge pages to a region only when asked
+// alternation): a GPT-2 124M decode step 6-19% faster. Linux gives huge pages to a region only when asked
 // (THP "madvise" mode, the common default), before its pages are first touched; NumPy asks for its large
 // arrays, which is why a NumPy bandwidth probe used to read faster than our weights.
 #pragma once
