@@ -237,14 +237,18 @@ void GPT2Weights::build_matrices(WeightType type) {
 
   std::vector<float> staging;  // an output-major float32 copy, before a reduced-precision one is made from it
   std::size_t at = 0, at_f32 = 0, at_scale = 0;
+  auto next_f32 = [&](long n) {  // the next n floats of the owned float32 copies
+    float* dst = f32_.data() + at_f32;
+    at_f32 += n;
+    return dst;
+  };
   for (const Job& j : jobs) {
     const long n = j.rows * j.cols, out_rows = j.transpose ? j.cols : j.rows, in_cols = j.transpose ? j.rows : j.cols;
     const float* output_major = j.source;
     if (j.transpose) {
       float* dst = nullptr;
       if (type == WeightType::F32) {
-        dst = f32_.data() + at_f32;
-        at_f32 += n;
+        dst = next_f32(n);
       } else {
         staging.resize(n);
         dst = staging.data();
@@ -255,10 +259,12 @@ void GPT2Weights::build_matrices(WeightType type) {
       }
       output_major = dst;
     } else if (type == WeightType::F32 && j.copy_f32) {
-      float* dst = f32_.data() + at_f32;
-      at_f32 += n;
+      float* dst = next_f32(n);
       std::memcpy(dst, j.source, n * sizeof(float));
       output_major = dst;
+      // the copied head serves the embedding too when tied, so every decode step reads owned memory only
+      if (tied()) wte = dst;
+      lm_head = dst;
     }
     switch (type) {
       case WeightType::F32:
@@ -276,7 +282,8 @@ void GPT2Weights::build_matrices(WeightType type) {
     }
     at += n;
     // The kernels read the copy from now on; the file's pages of the source would only count twice in the RSS.
-    if (in_file(j.source)) release_mapped_pages(j.source, n * sizeof(float));
+    // Not where the embedding still reads them (a tied head stored in 16 or 8 bits): they would fault back in.
+    if (in_file(j.source) && j.source != wte) release_mapped_pages(j.source, n * sizeof(float));
   }
   weight_type_ = type;
 }

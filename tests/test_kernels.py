@@ -72,6 +72,12 @@ def test_int8_multiversioned_kernel_matches_the_avx2_one(N, K, OC):
     assert rel_err(fast, naive) < KERNEL_RTOL
 
 
+def test_int8_multiversioned_kernel_refuses_more_rows_than_it_serves():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="at most 16 rows"):
+        kernels.linear(rand(rng, 17, 8), rand(rng, 4, 8), weights_dtype="int8", int8_avx2=False)
+
+
 @pytest.mark.parametrize("dtype, max_rel", [("float32", 0.0), ("bfloat16", 2.0**-8), ("int8", 0.5 / 127)])
 def test_stored_values_are_within_the_format_precision(dtype, max_rel):
     """bf16 keeps 8 significant bits (relative error <= 2^-9, allow 2^-8); int8 errs by at most half a step of

@@ -68,7 +68,8 @@ Array linear(Array inp, Array weight, py::object bias, bool naive, const std::st
   }
   StoredMatrix w = store(weight.data(), OC, K, dtype);
   apply_num_threads();
-  if (!int8_avx2 && N <= kernels::kSmallRows) {
+  if (!int8_avx2) {
+    check_dims(N <= kernels::kSmallRows, "int8_avx2=False picks the streaming kernel: at most 16 rows");
     kernels::gemv_rows(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
                        false);
     return out;

@@ -64,7 +64,8 @@ __attribute__((always_inline)) inline void store_partial(float* p, v8f v, int n)
 // e^x, lane by lane, to about 2 ulp (Cephes' expf: x = n ln2 + r, a degree-6 polynomial for e^r, 2^n from the
 // exponent bits). Ours rather than a library's so that a lane's result never depends on where it sits in memory:
 // xsimd's exp runs on aligned blocks and std::exp on the edges, so the same score gave different bits depending
-// on the buffer's alignment. Below -87.3 the result is 0 (the true value is a denormal, invisible in a softmax).
+// on the buffer's alignment. Inputs are clamped to [-87.34, 88.38]: below, the result is 2^-126 (1.2e-38, where
+// the true value is a denormal or 0: invisible in a softmax or a sigmoid); above, about 2^127.
 __attribute__((always_inline)) inline v8f exp8(v8f x) {
   const v8f lo = v8f{} - 87.3365447505531f, hi = v8f{} + 88.3762626647949f;
   x = x < lo ? lo : x;
