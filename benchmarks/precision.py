@@ -13,27 +13,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 
 import numpy as np
 
 from kvcache import GPT2
 from kvcache.demo import random_checkpoint
-from speed import filler_prompt, step_times, write_json  # the sibling script: one way to time a decode step
+from speed import filler_prompt, in_rounds, step_times, write_json  # the sibling script: one way to time a decode step
 
 DTYPES = ("float32", "bfloat16", "int8")
 
 
 def decode_step_seconds(models: dict, rounds: int = 8, steps: int = 8) -> dict:
-    """Median decode step at batch 1 after an 8-token prompt, per model, the models timed in alternation (rounds
-    of a few steps each), so their ratios are taken under the same share of a shared machine."""
-    times = {name: [] for name in models}
-    for name, model in models.items():
-        step_times(model, [filler_prompt(model, 8)], 4)  # warm-up: pages the weights in, starts the threads
-    for _ in range(rounds):
-        for name, model in models.items():
-            times[name] += step_times(model, [filler_prompt(model, 8)], steps)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median decode step at batch 1 after an 8-token prompt, per model, the models timed in rounds."""
+    measures = {name: (lambda m=model: step_times(m, [filler_prompt(m, 8)], steps)) for name, model in models.items()}
+    for measure in measures.values():
+        measure()  # warm-up: pages the weights in, starts the threads
+    return in_rounds(measures, rounds)
 
 
 def greedy_agreement(reference: list, other: list, prompt_len: int) -> int:

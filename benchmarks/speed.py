@@ -66,14 +66,22 @@ def decode_tokens_per_s(model: GPT2, batch: int, steps: int = 48, prompt_len: in
     return batch / statistics.median(times)
 
 
-def batch_scaling(model: GPT2, batches=(1, 2, 4, 8), rounds: int = 6, steps: int = 8) -> dict:
-    """Decode tokens/s per batch size, the sizes stepped in rounds, one after another, so that their ratios are
-    taken under the same share of a shared machine (one size after the other drifted by tens of percent)."""
-    times = {b: [] for b in batches}
+def in_rounds(measures: dict, rounds: int) -> dict:
+    """Median of each measurement (a function returning a list of seconds), the measurements taken one after
+    another in rounds, so that their ratios are taken under the same share of a shared machine (one after the
+    other, a whole measurement at a time, they drifted apart by tens of percent)."""
+    times = {name: [] for name in measures}
     for _ in range(rounds):
-        for b in batches:
-            times[b] += step_times(model, [filler_prompt(model, 8, r) for r in range(b)], steps)
-    return {b: b / statistics.median(t) for b, t in times.items()}
+        for name, measure in measures.items():
+            times[name] += measure()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def batch_scaling(model: GPT2, batches=(1, 2, 4, 8), rounds: int = 6, steps: int = 8) -> dict:
+    """Decode tokens/s per batch size, the sizes stepped in rounds."""
+    measures = {b: (lambda b=b: step_times(model, [filler_prompt(model, 8, r) for r in range(b)], steps))
+                for b in batches}
+    return {b: b / step for b, step in in_rounds(measures, rounds).items()}
 
 
 def step_latencies(model: GPT2, near: int, far: int, steps: int = 16) -> tuple[float, float]:
