@@ -44,6 +44,10 @@ void layernorm_forward(float* out, const float* inp, const float* weight, const 
 
 void gelu_forward(float* x, long n) { kernels::gelu(x, n); }
 
+long attention_scratch_floats(int T, int max_seq_len, int HS) {
+  return T >= kBlockAttentionMin ? kernels::attend_block_scratch(T, max_seq_len, HS) : max_seq_len;
+}
+
 void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows,
                        int T, int NH, int HS, float* scratch) {
   const int C = NH * HS;
@@ -67,7 +71,7 @@ void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, 
   if (T >= kBlockAttentionMin) {
     // prefill: a block of queries per (row, head), two BLAS products each; threads take whole (row, head) pairs
     // and BLAS runs single-threaded inside them
-    const size_t per_thread = static_cast<size_t>(T) * max_len;
+    const size_t per_thread = static_cast<size_t>(attention_scratch_floats(T, cache.max_seq_len(), HS));
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n_rows * NH; ++i) {
       const int r = i / NH, h = i % NH, row = cache_rows[r];

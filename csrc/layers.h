@@ -24,11 +24,12 @@ constexpr int kBlockAttentionMin = 16;
 // qkv (n_rows * T, 3C): q, k, v of the new tokens; their k, v are written into the cache of `layer` at each
 // row's current length (cache_rows[r] is the cache row of input row r), then every new query attends over all
 // positions up to and including its own. out (n_rows * T, C).
-// scratch: (threads, attention_scratch_rows(T) * cache.max_seq_len()) floats.
+// scratch: (threads, attention_scratch_floats(T, cache.max_seq_len(), HS)) floats.
 // The cache lengths are not advanced here: the model does that once after the last layer.
 void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows,
                        int T, int NH, int HS, float* scratch);
 
-inline int attention_scratch_rows(int T) { return T >= kBlockAttentionMin ? T : 1; }
+// Per thread: a block's scores and packed keys and values (kernels/attention.h), or one row of scores.
+long attention_scratch_floats(int T, int max_seq_len, int HS);
 
 }  // namespace kvcache

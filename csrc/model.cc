@@ -36,7 +36,8 @@ void Workspace::reserve(const GPT2Weights& weights, int n_tokens, int n_logits, 
   grow(last, n_logits, C);
   grow(logits, n_logits, config.n_vocab);
   // attention scores: one row per thread when decoding, a (T, max_seq_len) block per thread in prefill
-  grow(scratch, omp_get_max_threads(), attention_scratch_rows(std::min(n_tokens, max_seq_len)) * max_seq_len);
+  const int T = std::min(n_tokens, max_seq_len);
+  grow(scratch, omp_get_max_threads(), static_cast<int>(attention_scratch_floats(T, max_seq_len, config.head_dim())));
   if (std::max(n_tokens, n_logits) > kernels::kSmallRows) {  // only BLAS passes widen reduced-precision weights
     const auto dequant_floats = static_cast<size_t>(kernels::dequant_scratch_size(weights.lm_head_matrix));
     if (dequant.size() < dequant_floats) dequant.resize({dequant_floats});

@@ -20,7 +20,7 @@ struct Workspace {
   xt::xtensor<float, 2> fc;       // (N, 4C) MLP hidden
   xt::xtensor<float, 2> last;     // (rows, C) final layernorm of the rows whose logits are wanted
   xt::xtensor<float, 2> logits;   // (rows, V)
-  xt::xtensor<float, 2> scratch;  // (threads, max_seq_len) attention scores
+  xt::xtensor<float, 2> scratch;  // (threads, attention_scratch_floats) attention scores and packed K, V
   xt::xtensor<float, 1> dequant;  // a weight matrix widened to float32 for BLAS (prefill with 16/8-bit weights)
   std::vector<int> positions;     // (N)
 

@@ -6,6 +6,7 @@
 
 #include "errors.h"
 #include "huge_pages.h"
+#include "kernels/panel_gemm.h"
 #include "quantize.h"
 #include "safetensors.h"
 
@@ -195,29 +196,27 @@ std::unique_ptr<GPT2Weights> GPT2Weights::random(const GPT2Config& config, uint6
 void GPT2Weights::build_matrices(WeightType type) {
   const long C = config_.n_embd, V = config_.n_vocab;
   // Every matrix the kernels read: where it goes, its float32 source, its shape as stored in the source, and
-  // whether the source is Conv1D (in, out) and must be transposed to (out, in).
-  // A float32 matrix already output-major is copied too when it lies in the file's memory map, whose 4 KiB pages
-  // cannot be huge pages (huge_pages.h): the lm_head of a float32 checkpoint, a third of a decode step's bytes.
+  // whether the source is Conv1D (in, out) or output-major (out, in) (the lm_head). float32 matrices are packed
+  // into panels (kernels/panel_gemm.h), 16/8-bit ones stored output-major.
   struct Job {
     Matrix* matrix;
     const float* source;
     long rows, cols;
-    bool transpose;
-    bool copy_f32;  // float32 storage: an owned copy (always when transposed)
+    bool transpose;  // Conv1D (in, out)
   };
   auto in_file = [&](const float* p) { return file_ != nullptr && file_->maps(p); };
   std::vector<Job> jobs;
   for (LayerWeights& l : h) {
-    jobs.push_back({&l.c_attn, l.c_attn_w, C, 3 * C, true, true});
-    jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true, true});
-    jobs.push_back({&l.c_fc, l.c_fc_w, C, 4 * C, true, true});
-    jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true, true});
+    jobs.push_back({&l.c_attn, l.c_attn_w, C, 3 * C, true});
+    jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true});
+    jobs.push_back({&l.c_fc, l.c_fc_w, C, 4 * C, true});
+    jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true});
   }
-  jobs.push_back({&lm_head_matrix, lm_head, V, C, false, in_file(lm_head)});
+  jobs.push_back({&lm_head_matrix, lm_head, V, C, false});
 
   std::size_t f32_elements = 0, elements = 0, channels = 0;
   for (const Job& j : jobs) {
-    if (j.copy_f32) f32_elements += j.rows * j.cols;
+    f32_elements += j.transpose ? kernels::packed_size(j.rows, j.cols) : kernels::packed_size(j.cols, j.rows);
     elements += j.rows * j.cols;
     channels += j.transpose ? j.cols : j.rows;
   }
@@ -245,31 +244,26 @@ void GPT2Weights::build_matrices(WeightType type) {
   for (const Job& j : jobs) {
     const long n = j.rows * j.cols, out_rows = j.transpose ? j.cols : j.rows, in_cols = j.transpose ? j.rows : j.cols;
     const float* output_major = j.source;
-    if (j.transpose) {
-      float* dst = nullptr;
-      if (type == WeightType::F32) {
-        dst = next_f32(n);
+    if (type == WeightType::F32) {
+      float* dst = next_f32(kernels::packed_size(in_cols, out_rows));
+      if (j.transpose) {
+        kernels::pack_panels(dst, j.source, in_cols, out_rows);
       } else {
-        staging.resize(n);
-        dst = staging.data();
+        kernels::pack_panels_from_output_major(dst, j.source, in_cols, out_rows);
       }
+      *j.matrix = {type, dst, nullptr, Layout::Panels};
+    } else if (j.transpose) {
+      staging.resize(n);
+      float* dst = staging.data();
 #pragma omp parallel for schedule(static)
       for (long o = 0; o < out_rows; ++o) {
         for (long i = 0; i < in_cols; ++i) dst[o * in_cols + i] = j.source[i * out_rows + o];
       }
       output_major = dst;
-    } else if (type == WeightType::F32 && j.copy_f32) {
-      float* dst = next_f32(n);
-      std::memcpy(dst, j.source, n * sizeof(float));
-      output_major = dst;
-      // the copied head serves the embedding too when tied, so every decode step reads owned memory only
-      if (tied()) wte = dst;
-      lm_head = dst;
     }
     switch (type) {
       case WeightType::F32:
-        *j.matrix = {type, output_major, nullptr};
-        break;
+        break;  // packed above
       case WeightType::BF16:
         quantize_bf16(bf16_.data() + at, output_major, n);
         *j.matrix = {type, bf16_.data() + at, nullptr};
@@ -282,8 +276,8 @@ void GPT2Weights::build_matrices(WeightType type) {
     }
     at += n;
     // The kernels read the copy from now on; the file's pages of the source would only count twice in the RSS.
-    // Not where the embedding still reads them (a tied head stored in 16 or 8 bits): they would fault back in.
-    if (in_file(j.source) && j.source != wte) release_mapped_pages(j.source, n * sizeof(float));
+    // A tied head's are released too: the embedding reads one row per token, which faults its page back in.
+    if (in_file(j.source)) release_mapped_pages(j.source, n * sizeof(float));
   }
   weight_type_ = type;
 }

@@ -3,7 +3,7 @@
 // Names follow Hugging Face (`h.{i}.attn.c_attn.weight`, ...) so loading is a key-for-key copy. The linear layers
 // are Conv1D, stored (in, out): y = x @ W + b. float32 tensors of a safetensors file are used in place from the
 // memory map; float16/bfloat16 ones are converted once into an owned float32 arena. The matrices the kernels
-// read (Matrix, output-major, in the storage type chosen at load) are built from these once, at load.
+// read (Matrix: float32 panels, or output-major in 16/8 bits; kernels/matrix.h) are built from these once, at load.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +33,7 @@ struct LayerWeights {
   const float* mlp_proj_w = nullptr;   // (4C, C)
   const float* mlp_proj_b = nullptr;   // (C)
 
-  // The four matrices as the kernels read them: output-major copies of the tensors above, (out, in).
+  // The four matrices as the kernels read them (copies of the tensors above), shapes as (out, in).
   Matrix c_attn;     // (3C, C)
   Matrix attn_proj;  // (C, C)
   Matrix c_fc;       // (4C, C)
@@ -61,7 +61,7 @@ class GPT2Weights {
   const float* ln_f_w = nullptr;   // (C)
   const float* ln_f_b = nullptr;   // (C)
   const float* lm_head = nullptr;  // (V, C): == wte when tied (GPT-2's default)
-  Matrix lm_head_matrix;           // (V, C) lm_head as the kernels read it (float32: lm_head itself)
+  Matrix lm_head_matrix;           // (V, C) lm_head as the kernels read it
 
   // Loads a Hugging Face GPT-2 safetensors file, checking every tensor's presence, shape and dtype.
   static std::unique_ptr<GPT2Weights> load(const std::string& path, const GPT2Config& config,
@@ -87,7 +87,7 @@ class GPT2Weights {
   std::shared_ptr<SafeTensorsFile> file_;  // keeps the map alive for in-place float32 tensors
   xt::xtensor<float, 1> arena_;           // converted or randomly initialised parameters
   WeightType weight_type_ = WeightType::F32;
-  xt::xtensor<float, 1> f32_;             // float32 output-major copies of the Conv1D matrices
+  xt::xtensor<float, 1> f32_;             // float32 weights: every matrix in panels
   xt::xtensor<uint16_t, 1> bf16_;         // bf16 copies of the matrices
   xt::xtensor<int8_t, 1> int8_;           // int8 copies of the matrices
   xt::xtensor<float, 1> scales_;          // their per-channel scales

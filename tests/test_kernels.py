@@ -25,11 +25,14 @@ def rand(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-# Weights are output-major (OC, K), as the model stores them. N <= 8 rows take the streaming kernel (four rows share
-# each weight load, the rest one at a time), more rows BLAS: both sides of the switch, odd sizes included. The
-# lm_head shape (1, 768, 50257) is the largest product of a decode step.
-SHAPES = [(1, 1, 1), (1, 64, 192), (1, 768, 2304), (1, 768, 50257), (3, 5, 17), (4, 48, 211), (7, 33, 65),
-          (8, 3072, 768), (9, 256, 100), (13, 100, 55), (16, 40, 37), (64, 128, 512), (130, 768, 3072)]
+# Weights are given output-major (OC, K) and stored as the model stores them: float32 in panels of 16 outputs
+# (one kernel for every row count: register tiles of 1-5 rows over 6-1 panels, and of 6 rows over one), 16/8-bit
+# output-major (the streaming kernel up to 16 rows, BLAS above). The shapes cover every tile, ragged last panels
+# (OC not a multiple of 16), several passes over K (K > 256) and over rows (N > 512). The lm_head shape
+# (1, 768, 50257) is the largest product of a decode step.
+SHAPES = [(1, 1, 1), (1, 64, 192), (1, 768, 2304), (1, 768, 50257), (2, 300, 97), (3, 5, 17), (4, 48, 211),
+          (5, 20, 40), (6, 70, 33), (7, 33, 65), (8, 3072, 768), (9, 256, 100), (11, 513, 200), (13, 100, 55),
+          (16, 40, 37), (64, 128, 512), (130, 768, 3072), (520, 300, 50)]
 
 
 @pytest.mark.parametrize("N, K, OC", SHAPES)
@@ -67,15 +70,38 @@ def test_int8_multiversioned_kernel_matches_the_avx2_one(N, K, OC):
     inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
     naive = kernels.linear(inp, kernels.stored_values(weight, "int8"), bias, naive=True)
     fast = kernels.linear(inp, weight, bias, weights_dtype="int8")
-    portable = kernels.linear(inp, weight, bias, weights_dtype="int8", int8_avx2=False)
+    portable = kernels.linear(inp, weight, bias, weights_dtype="int8", avx2=False)
     assert rel_err(portable, naive) < KERNEL_RTOL
     assert rel_err(fast, naive) < KERNEL_RTOL
+
+
+@pytest.mark.parametrize("N, K, OC", [s for s in SHAPES if s[2] < 10000])
+def test_float32_panel_kernel_portable_build_matches_the_avx2_one(N, K, OC):
+    """CPUs without AVX2 + FMA run the portable build of the panel kernel: the same tiles in the same order, without
+    fused multiply-adds. Both must be within float32 rounding of float64 math."""
+    rng = np.random.default_rng(N * K + 7 * OC)
+    inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
+    exact = inp.astype(np.float64) @ weight.astype(np.float64).T + bias.astype(np.float64)
+    assert rel_err(kernels.linear(inp, weight, bias), exact) < KERNEL_RTOL
+    assert rel_err(kernels.linear(inp, weight, bias, avx2=False), exact) < KERNEL_RTOL
+
+
+@pytest.mark.parametrize("K, OC", [(768, 2304), (300, 97), (40, 37)])
+def test_float32_rows_do_not_depend_on_the_rows_beside_them(K, OC):
+    """Every tile sums an output in the same order (k = 0 .. K-1), so a row's products are the same bits alone, in
+    a batch of 8 (tiles of 6 + 2 rows) or in a prefill of 23 rows: batching never changes a token."""
+    rng = np.random.default_rng(K + OC)
+    inp, weight, bias = rand(rng, 23, K), rand(rng, OC, K), rand(rng, OC)
+    together = kernels.linear(inp, weight, bias)
+    for n in (1, 2, 5, 8):
+        np.testing.assert_array_equal(kernels.linear(inp[:n], weight, bias), together[:n])
+    np.testing.assert_array_equal(kernels.linear(inp[17:18], weight, bias), together[17:18])
 
 
 def test_int8_multiversioned_kernel_refuses_more_rows_than_it_serves():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="at most 16 rows"):
-        kernels.linear(rand(rng, 17, 8), rand(rng, 4, 8), weights_dtype="int8", int8_avx2=False)
+        kernels.linear(rand(rng, 17, 8), rand(rng, 4, 8), weights_dtype="int8", avx2=False)
 
 
 @pytest.mark.parametrize("dtype, max_rel", [("float32", 0.0), ("bfloat16", 2.0**-8), ("int8", 0.5 / 127)])

@@ -10,6 +10,7 @@
 #include "../kernels/gelu.h"
 #include "../kernels/gemv.h"
 #include "../kernels/matmul.h"
+#include "../kernels/panel_gemm.h"
 #include "../kernels/probes.h"
 #include "../quantize.h"
 #include "convert.h"
@@ -28,9 +29,11 @@ void check_dims(bool ok, const char* what) {
   if (!ok) throw py::value_error(std::string("kernel arguments: ") + what);
 }
 
-// An output-major (OC, K) float32 weight stored as `dtype` by the engine's own quantiser, with its storage.
+// An output-major (OC, K) float32 weight stored as the model stores it for `dtype`, with its storage: float32 in
+// panels, 16/8 bits output-major through the engine's own quantiser.
 struct StoredMatrix {
   Matrix matrix;
+  std::vector<float> panels;
   std::vector<uint16_t> bf16;
   std::vector<int8_t> int8;
   std::vector<float> scales;
@@ -40,7 +43,9 @@ StoredMatrix store(const float* weight, long rows, long cols, const std::string&
   StoredMatrix s;
   const WeightType type = weight_type(dtype);
   if (type == WeightType::F32) {
-    s.matrix = {type, weight, nullptr};
+    s.panels.resize(kernels::packed_size(cols, rows));
+    kernels::pack_panels_from_output_major(s.panels.data(), weight, cols, rows);
+    s.matrix = {type, s.panels.data(), nullptr, Layout::Panels};
   } else if (type == WeightType::BF16) {
     s.bf16.resize(rows * cols);
     quantize_bf16(s.bf16.data(), weight, rows * cols);
@@ -55,7 +60,7 @@ StoredMatrix store(const float* weight, long rows, long cols, const std::string&
 }
 
 // out (N, OC) = inp (N, K) @ weight^T + bias for an output-major weight (OC, K), as the model computes it.
-Array linear(Array inp, Array weight, py::object bias, bool naive, const std::string& dtype, bool int8_avx2) {
+Array linear(Array inp, Array weight, py::object bias, bool naive, const std::string& dtype, bool avx2) {
   check_dims(inp.ndim() == 2 && weight.ndim() == 2 && inp.shape(1) == weight.shape(1), "need (N, K) and (OC, K)");
   const int N = inp.shape(0), K = inp.shape(1), OC = weight.shape(0);
   const bool has_bias = !bias.is_none();
@@ -68,15 +73,12 @@ Array linear(Array inp, Array weight, py::object bias, bool naive, const std::st
   }
   StoredMatrix w = store(weight.data(), OC, K, dtype);
   apply_num_threads();
-  if (!int8_avx2) {
-    check_dims(N <= kernels::kSmallRows, "int8_avx2=False picks the streaming kernel: at most 16 rows");
-    kernels::gemv_rows(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
-                       false);
-    return out;
+  if (!avx2 && w.matrix.type != WeightType::F32) {
+    check_dims(N <= kernels::kSmallRows, "avx2=False on 16/8-bit weights picks the streaming kernel: at most 16 rows");
   }
   std::vector<float> dequant(kernels::dequant_scratch_size(w.matrix));
   kernels::matmul(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
-                  dequant.data());
+                  dequant.data(), avx2);
   return out;
 }
 
@@ -110,9 +112,9 @@ Array attend_block(Array q, Array keys, Array values, int start) {
              "need q (T, HS), keys and values (start + T, HS)");
   const int T = q.shape(0), HS = q.shape(1), L = keys.shape(0);
   Array out({T, HS});
-  std::vector<float> scores(static_cast<std::size_t>(T) * L);
+  std::vector<float> scratch(kernels::attend_block_scratch(T, L, HS));
   kernels::attend_block(out.mutable_data(), HS, q.data(), HS, keys.data(), values.data(), start, T, HS,
-                        1.0f / std::sqrt(static_cast<float>(HS)), scores.data());
+                        1.0f / std::sqrt(static_cast<float>(HS)), scratch.data());
   return out;
 }
 
@@ -121,9 +123,10 @@ Array attend_block(Array q, Array keys, Array values, int start) {
 void register_kernels(py::module_& m) {
   py::module_ k = m.def_submodule("kernels", "fast kernels and their naive reference twins (for tests)");
   k.def("linear", &linear, py::arg("inp"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("naive") = false,
-        py::arg("weights_dtype") = "float32", py::arg("int8_avx2") = true,
-        "(N, K) @ weight^T + bias for an output-major weight (OC, K), stored as weights_dtype first; "
-        "int8_avx2=False keeps int8 on the multiversioned kernel (N <= 16)");
+        py::arg("weights_dtype") = "float32", py::arg("avx2") = true,
+        "(N, K) @ weight^T + bias for an output-major weight (OC, K), stored as the model stores weights_dtype "
+        "first; avx2=False runs the portable build of the kernels that have an AVX2 one (float32 panels, and "
+        "int8 for N <= 16)");
   k.def("stored_values", &stored_values, py::arg("weight"), py::arg("weights_dtype"),
         "the float32 values of an output-major weight once stored as weights_dtype (int8: one scale per row)");
   k.def("probe_read_bandwidth",

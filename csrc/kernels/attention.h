@@ -1,5 +1,6 @@
 // Causal self-attention over a row of the KV cache: one query at a time (decode), or a block of T queries at once
-// with two BLAS products (prefill), where per-query dot products would leave the FMA units idle.
+// with two register-tiled products (prefill, panel_gemm.h), where per-query dot products would leave the FMA units
+// idle.
 #pragma once
 
 namespace kvcache::kernels {
@@ -13,8 +14,10 @@ void attend_naive(float* out, const float* q, const float* keys, const float* va
 
 // T queries at positions start .. start + T - 1 over keys / values (start + T, HS):
 // out[t] (HS) = softmax(q[t] . K[0 : start + t + 1]^T * scale) @ V[0 : start + t + 1]
-// q rows are ldq floats apart, out rows ldo; scores (T, start + T) is scratch.
+// q rows are ldq floats apart, out rows ldo; scratch: attend_block_scratch(T, start + T, HS) floats.
 void attend_block(float* out, int ldo, const float* q, int ldq, const float* keys, const float* values, int start, int T,
-                  int HS, float scale, float* scores);
+                  int HS, float scale, float* scratch);
+// The scores (T, L) and the keys and values (L, HS) packed into panels.
+long attend_block_scratch(int T, int L, int HS);
 
 }  // namespace kvcache::kernels

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "gemv.h"
+#include "panel_gemm.h"
 
 namespace kvcache::kernels {
 
@@ -17,6 +18,11 @@ void dequantize_rows(float* out, const Matrix& weight, long r0, long r1, long co
   for (long r = r0; r < r1; ++r) {
     float* o = out + static_cast<size_t>(r - r0) * cols;
     const size_t at = static_cast<size_t>(r) * cols;
+    if (weight.layout == Layout::Panels) {  // output r is lane r % 16 of panel r / 16
+      const float* panel = static_cast<const float*>(weight.data) + (r / kPanelWidth) * cols * kPanelWidth;
+      for (long c = 0; c < cols; ++c) o[c] = panel[c * kPanelWidth + r % kPanelWidth];
+      continue;
+    }
     switch (weight.type) {
       case WeightType::F32: std::copy_n(static_cast<const float*>(weight.data) + at, cols, o); break;
       case WeightType::BF16:
@@ -30,9 +36,13 @@ void dequantize_rows(float* out, const Matrix& weight, long r0, long r1, long co
 }
 
 void matmul(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-            bool accumulate, float* dequant) {
+            bool accumulate, float* dequant, bool avx2) {
+  if (weight.layout == Layout::Panels) {  // every row count: decode and prefill alike
+    panel_gemm(out, inp, static_cast<const float*>(weight.data), bias, N, K, OC, accumulate, avx2);
+    return;
+  }
   if (N <= kSmallRows) {  // decode: stream the weights once
-    gemv_rows(out, inp, weight, bias, N, K, OC, accumulate);
+    gemv_rows(out, inp, weight, bias, N, K, OC, accumulate, avx2);
     return;
   }
   // The bias is laid into (or added onto) out first, so BLAS can accumulate with beta = 1 in a single pass.

@@ -1,7 +1,8 @@
 // The matrix products of the model: out (N, OC) (+)= inp (N, K) @ weight^T + bias, weight (OC, K) (matrix.h).
-// Few rows (decode): the streaming kernel of gemv.h. Many rows (prefill): BLAS sgemm (OpenBLAS, OpenMP build,
-// sharing our thread pool); reduced-precision weights are widened to float32 a block of rows at a time into
-// scratch, a cost that many rows amortise. A naive float32 twin serves the tests.
+// float32 weights in panels: panel_gemm.h, for any number of rows. Output-major weights: few rows (decode) take
+// the streaming kernel of gemv.h; many rows (a prefill with 16/8-bit weights) BLAS sgemm (OpenBLAS, OpenMP build,
+// sharing our thread pool), the weights widened to float32 a block of rows at a time into scratch, a cost that
+// many rows amortise. A naive float32 twin serves the tests.
 #pragma once
 
 #include "matrix.h"
@@ -13,11 +14,12 @@ constexpr long kDequantFloats = 1L << 22;
 inline long dequant_scratch_size(const Matrix& weight) { return weight.type == WeightType::F32 ? 0 : kDequantFloats; }
 
 // With accumulate the product is added to out (residual connections fused into the matmul). bias may be null.
-// dequant: dequant_scratch_size(weight) floats.
+// dequant: dequant_scratch_size(weight) floats. avx2 = false keeps the kernels that have an AVX2 build on their
+// portable one even where the AVX2 one runs (for the tests that compare them).
 void matmul(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-            bool accumulate, float* dequant);
+            bool accumulate, float* dequant, bool avx2 = true);
 
-// Rows [r0, r1) of a (rows, cols) weight as float32.
+// Rows [r0, r1) of a (rows, cols) weight as float32 (output-major, whatever the weight's layout).
 void dequantize_rows(float* out, const Matrix& weight, long r0, long r1, long cols);
 
 // The same product, one multiply-add at a time, on a float32 (OC, K) weight.

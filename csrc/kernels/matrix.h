@@ -1,8 +1,11 @@
-// Matrix: a weight matrix as the kernels read it. Always output-major, (outputs, inputs) row-major, as
-// nn.Linear stores it: each output is one contiguous row, so a decode step is a stream of dot products, the
-// access pattern that reads memory fastest (benchmarks/speed.py). Hugging Face's Conv1D weights, (inputs, outputs),
-// are transposed into this layout at load. The storage type is chosen at load too: decode is memory-bound, so
-// bfloat16 and int8 read half or a quarter of the bytes; values are widened to float32 in registers.
+// Matrix: a weight matrix as the kernels read it, in one of two layouts.
+//  - Panels (float32 linear layers): strips of 16 outputs, input-major (panel_gemm.h). One register-tiled kernel
+//    streams them for a decode step and multiplies them at near the FMA peak for a prefill, at any row count.
+//  - OutputMajor, (outputs, inputs) row-major as nn.Linear stores it: each output one contiguous row, read as dot
+//    products (gemv.h). The 16-bit and 8-bit matrices, and the float32 lm_head, whose rows the token embedding
+//    shares when tied.
+// The storage type is chosen at load: decode is memory-bound, so bfloat16 and int8 read half or a quarter of the
+// bytes; values are widened to float32 in registers.
 #pragma once
 
 #include <cstdint>
@@ -11,11 +14,13 @@
 namespace kvcache {
 
 enum class WeightType { F32, BF16, I8 };
+enum class Layout { OutputMajor, Panels };
 
 struct Matrix {
   WeightType type = WeightType::F32;
-  const void* data = nullptr;     // (rows = outputs, cols = inputs) row-major, of `type`
+  const void* data = nullptr;     // OutputMajor: (rows = outputs, cols = inputs) row-major, of `type`
   const float* scales = nullptr;  // I8 only: one scale per row (per output channel)
+  Layout layout = Layout::OutputMajor;  // Panels: float32 only, packed by pack_panels
 };
 
 namespace kernels {

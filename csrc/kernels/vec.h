@@ -47,6 +47,11 @@ __attribute__((always_inline)) inline v8f load8(const int8_t* p) {
 
 __attribute__((always_inline)) inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
 
+// x in every lane, as one vbroadcastss. Neither `v8f{} + x` (without -ffast-math a real addition: 0 + -0 is +0)
+// nor `v8f{x, x, ...}` (GCC 12 builds it lane by lane with vinsertps inside target_clones). Subtracting +0 is
+// exact for every x, so GCC drops it and keeps the broadcast.
+__attribute__((always_inline)) inline v8f broadcast8(float x) { return x - v8f{}; }
+
 __attribute__((always_inline)) inline float hsum(v8f v) {
   float sum = 0.0f;
   for (int l = 0; l < 8; ++l) sum += v[l];

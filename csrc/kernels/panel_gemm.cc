@@ -1,0 +1,61 @@
+#include "panel_gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstddef>
+
+#include "gemv_avx2.h"
+#include "panel_gemm_avx2.h"
+#include "panel_tiles.h"
+
+namespace kvcache::kernels {
+
+namespace {
+// The fallback for CPUs without AVX2 + FMA (and other architectures): the same loops for the build's target.
+void panel_range_portable(const PanelProduct& product, int p0, int p1) { panel_range(product, p0, p1); }
+}  // namespace
+
+void pack_panels(float* packed, const float* in_major, long K, long OC) {
+  const long panels = panel_count(OC);
+#pragma omp parallel for schedule(static)
+  for (long p = 0; p < panels; ++p) {
+    float* dst = packed + p * K * kPanelWidth;
+    const long c0 = p * kPanelWidth, cols = std::min<long>(kPanelWidth, OC - c0);
+    for (long k = 0; k < K; ++k) {
+      for (long j = 0; j < kPanelWidth; ++j) dst[k * kPanelWidth + j] = j < cols ? in_major[k * OC + c0 + j] : 0.0f;
+    }
+  }
+}
+
+void pack_panels_from_output_major(float* packed, const float* out_major, long K, long OC) {
+  const long panels = panel_count(OC);
+#pragma omp parallel for schedule(static)
+  for (long p = 0; p < panels; ++p) {
+    float* dst = packed + p * K * kPanelWidth;
+    const long c0 = p * kPanelWidth, cols = std::min<long>(kPanelWidth, OC - c0);
+    for (long k = 0; k < K; ++k) {
+      for (long j = 0; j < kPanelWidth; ++j) dst[k * kPanelWidth + j] = j < cols ? out_major[(c0 + j) * K + k] : 0.0f;
+    }
+  }
+}
+
+void panel_gemm(float* out, const float* inp, const float* packed, const float* bias, int N, int K, int OC,
+                bool accumulate, bool avx2) {
+  panel_gemm({out, OC, inp, K, packed, static_cast<long>(K) * kPanelWidth, bias, N, K, OC, accumulate}, avx2);
+}
+
+void panel_gemm(const PanelProduct& product, bool avx2) {
+  const int panels = static_cast<int>(panel_count(product.OC));
+  const auto range = avx2 && avx2_fma_available() ? panel_range_avx2 : panel_range_portable;
+#pragma omp parallel
+  {
+    // equal contiguous shares of the panels: each thread streams its own region of the weights
+    const int threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int p0 = static_cast<int>(static_cast<long>(panels) * t / threads);
+    const int p1 = static_cast<int>(static_cast<long>(panels) * (t + 1) / threads);
+    if (p0 < p1) range(product, p0, p1);
+  }
+}
+
+}  // namespace kvcache::kernels

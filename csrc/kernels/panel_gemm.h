@@ -1,0 +1,50 @@
+// Matrix products on float32 weights packed in panels: the layout of every float32 linear layer of the model.
+//
+// A panel holds kPanelWidth consecutive outputs for every input, input-major: panel p is a (K, 16) block, the
+// floats of weight[k][16p .. 16p + 15] one after another for k = 0 .. K - 1 (Conv1D's own (in, out) layout, cut
+// into column strips; a last ragged strip is padded with zeros). One kernel serves every number of rows:
+//  - decode (1-16 rows): each thread streams its own contiguous share of the panels once, from memory, with one
+//    register tile of rows x panels that keeps 12 sums in flight whatever the row count (1 row x 6 panels,
+//    2 x 3, 3 x 2, 4-6 x 1), so batch 8 costs little more weight traffic than batch 1;
+//  - prefill (many rows): the same tiles, blocked so that a (kKBlock, 16) piece of a panel stays in L1 while
+//    every 6-row block of activations passes over it (BLIS' loop order, with the weights packed once at load
+//    instead of at every call).
+// Each output is summed in input order k = 0, 1, ..., K - 1 by every tile, so a row's result does not depend on
+// how many rows share the call (batch composition never changes a token).
+#pragma once
+
+namespace kvcache::kernels {
+
+constexpr int kPanelWidth = 16;  // outputs per panel: two 8-float vectors
+
+inline long panel_count(long outputs) { return (outputs + kPanelWidth - 1) / kPanelWidth; }
+// Floats a (K, OC) weight occupies once packed (its last panel padded to a full one).
+inline long packed_size(long K, long OC) { return panel_count(OC) * kPanelWidth * K; }
+
+// packed (panel_count(OC), K, 16) from an input-major (K, OC) weight (Hugging Face's Conv1D layout).
+void pack_panels(float* packed, const float* in_major, long K, long OC);
+// The same from an output-major (OC, K) weight (nn.Linear's layout).
+void pack_panels_from_output_major(float* packed, const float* out_major, long K, long OC);
+
+// out (N, OC) (+)= inp (N, K) @ W + bias, W packed by pack_panels; bias may be null.
+// avx2 = false runs the portable build even where the AVX2 one could (tests compare the two).
+void panel_gemm(float* out, const float* inp, const float* packed, const float* bias, int N, int K, int OC,
+                bool accumulate, bool avx2 = true);
+
+// The same product in its general form, for attention's: rows of inp and out ldi and ldo floats apart, panels
+// panel_stride floats apart (K * 16 for a whole packed matrix, more when the product uses only the first K inputs
+// of a longer one). Inside a parallel region it runs on the calling thread alone.
+struct PanelProduct {
+  float* out;
+  long ldo;
+  const float* inp;
+  long ldi;
+  const float* packed;
+  long panel_stride;
+  const float* bias;  // may be null
+  int N, K, OC;
+  bool accumulate;
+};
+void panel_gemm(const PanelProduct& product, bool avx2 = true);
+
+}  // namespace kvcache::kernels

@@ -1,0 +1,183 @@
+// The register tiles and loop nest of panel_gemm.cc as templates. Included by panel_gemm.cc (compiled for any
+// target: the portable fallback) and panel_gemm_avx2.cc (compiled with AVX2 + FMA, chosen at run time). Why not
+// target_clones as for gemv.cc: inside a clone GCC 12 built every broadcast lane by lane (8 vinsertps per
+// multiply-add group) and the tile ran at a third of its speed. Internal linkage, so the two compilations can
+// never be merged by the linker.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include "panel_gemm.h"
+#include "vec.h"
+
+namespace kvcache::kernels {
+namespace {  // NOLINT: per translation unit on purpose (see above)
+
+using std::size_t;
+
+constexpr int kRowTile = 6;     // rows of the prefill tile: 6 x 2 vectors = 12 sums, the 16-register budget
+constexpr int kSums = 12;       // sums in flight per tile: hides the FMA latency (2 per cycle, 4-5 cycles)
+constexpr int kKBlock = 256;    // inputs per pass: a (256, 16) panel piece is 16 KiB, half of L1
+constexpr int kRowBlock = 512;  // rows per pass: their (512, 256) activations, 512 KiB, stay in L2
+constexpr int kPanelGroup = 6;  // panels whose pieces all rows visit before the next: 96 KiB, in L2
+constexpr int kStreamRows = 16;       // up to this many rows (decode) the weights stream from memory ...
+constexpr long kStreamGroupBytes = 512 * 1024;  // ... a group of whole panels at a time, so that it stays in L2
+constexpr int kPrefetchAhead = 32;  // lines (2 KiB) ahead per panel stream: 8 and 16 were slower
+
+// The first n of 8 floats (n < 8 only in a ragged last panel, whose missing outputs read as zero and are never
+// written). By value, never through a reference to the tile's sums: GCC then keeps every sum in a register (with
+// the sums' address taken, it spilled half of them to the stack in the inner loop).
+__attribute__((always_inline)) inline v8f load_upto8(const float* p, int n) {
+  return n >= 8 ? load8(p) : n > 0 ? load_partial(p, n) : v8f{};
+}
+__attribute__((always_inline)) inline void store_upto8(float* p, v8f v, int n) {
+  if (n >= 8) {
+    store8(p, v);
+  } else if (n > 0) {
+    store_partial(p, v, n);
+  }
+}
+
+// One register tile: MR rows x NP panels, over kc inputs. out starts at (row 0, panel 0) of the tile, inp at
+// (row 0, first input of the pass), w at the pass's first input of panel 0; panels lie panel_stride floats apart.
+// last_cols: valid outputs of the tile's last panel. bias (null after the first pass) is that of panel 0.
+// load_out: add onto out (a later pass, or a residual connection) rather than start from zero.
+template <int MR, int NP, bool kStream>
+__attribute__((always_inline)) inline void tile(float* out, long ldo, const float* inp, long ldi, const float* w,
+                                                long panel_stride, int kc, int last_cols, const float* bias,
+                                                bool load_out) {
+  v8f acc[MR][NP][2];
+#pragma GCC unroll 8
+  for (int p = 0; p < NP; ++p) {
+    const int cols = p == NP - 1 ? last_cols : kPanelWidth;
+    const v8f b0 = bias != nullptr ? load_upto8(bias + p * kPanelWidth, cols) : v8f{};
+    const v8f b1 = bias != nullptr ? load_upto8(bias + p * kPanelWidth + 8, cols - 8) : v8f{};
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const float* o = out + r * ldo + p * kPanelWidth;
+      acc[r][p][0] = (load_out ? load_upto8(o, cols) : v8f{}) + b0;
+      acc[r][p][1] = (load_out ? load_upto8(o + 8, cols - 8) : v8f{}) + b1;
+    }
+  }
+  for (int k = 0; k < kc; ++k) {
+    v8f b[NP][2];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+      // decode streams each panel from memory once: one prefetch per 64-byte line, kPrefetchAhead lines ahead
+      if (kStream) __builtin_prefetch(w + p * panel_stride + (k + kPrefetchAhead) * kPanelWidth);
+      b[p][0] = load8(w + p * panel_stride + k * kPanelWidth);
+      b[p][1] = load8(w + p * panel_stride + k * kPanelWidth + 8);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const v8f a = broadcast8(inp[r * ldi + k]);
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) {
+        acc[r][p][0] += a * b[p][0];
+        acc[r][p][1] += a * b[p][1];
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const int cols = p == NP - 1 ? last_cols : kPanelWidth;
+      store_upto8(out + r * ldo + p * kPanelWidth, acc[r][p][0], cols);
+      store_upto8(out + r * ldo + p * kPanelWidth + 8, acc[r][p][1], cols - 8);
+    }
+}
+
+// Fewer than kRowTile rows: as many panels as keep kSums sums in flight (2 rows x 3 panels ... 5 rows x 1).
+template <int MR, bool kStream>
+__attribute__((always_inline)) inline void short_tiles(float* out, long ldo, const float* inp, long ldi,
+                                                       const float* w, long panel_stride, int kc, int p0, int p1,
+                                                       int OC, const float* bias, bool load_out) {
+  // One row over two panels, not six: at batch 1 the tile waits on memory, not on FMAs, and six interleaved
+  // streams read at 65-85% of the bandwidth where two read at 95-100% (benchmarked on 100 MB of weights).
+  constexpr int kPanels = MR == 1 ? 2 : (kSums / (2 * MR) > 0 ? kSums / (2 * MR) : 1);
+  for (int p = p0; p < p1; p += kPanels) {
+    const int np = std::min(kPanels, p1 - p);
+    const int last_cols = std::min(kPanelWidth, OC - (p + np - 1) * kPanelWidth);
+    float* o = out + static_cast<size_t>(p) * kPanelWidth;
+    const float* wp = w + p * panel_stride;
+    const float* bp = bias != nullptr ? bias + static_cast<size_t>(p) * kPanelWidth : nullptr;
+    switch (np) {  // only kPanels and a final shorter group occur
+#define KVCACHE_TILE(NP) \
+  case NP: tile<MR, (NP <= kPanels ? NP : 1), kStream>(o, ldo, inp, ldi, wp, panel_stride, kc, last_cols, bp, load_out); break;
+      KVCACHE_TILE(1)
+      KVCACHE_TILE(2)
+      KVCACHE_TILE(3)
+      KVCACHE_TILE(4)
+      KVCACHE_TILE(5)
+      KVCACHE_TILE(6)
+#undef KVCACHE_TILE
+    }
+  }
+}
+
+// Panels [p0, p1) of the product in passes of k_block inputs; within a pass, groups of `group` panels that every
+// row visits before the next group.
+template <bool kStream>
+__attribute__((always_inline)) inline void panel_passes(const PanelProduct& pp, int p0, int p1, int k_block,
+                                                        int group) {
+  const int N = pp.N, K = pp.K, OC = pp.OC;
+  const long ldo = pp.ldo, ldi = pp.ldi, panel_stride = pp.panel_stride;
+  for (int k0 = 0; k0 < K; k0 += k_block) {
+    const int kc = std::min(k_block, K - k0);
+    const bool first = k0 == 0;
+    const float* pass_bias = first ? pp.bias : nullptr;
+    const bool load_out = pp.accumulate || !first;
+    const float* w = pp.packed + static_cast<size_t>(k0) * kPanelWidth;
+    for (int m0 = 0; m0 < N; m0 += kRowBlock) {
+      const int m1 = std::min(N, m0 + kRowBlock);
+      const int full_end = m0 + (m1 - m0) / kRowTile * kRowTile;
+      for (int g0 = p0; g0 < p1; g0 += group) {
+        const int g1 = std::min(p1, g0 + group);
+        // every 6-row block over one panel piece at a time (the piece stays in L1) ...
+        for (int p = g0; p < g1; ++p) {
+          const int cols = std::min(kPanelWidth, OC - p * kPanelWidth);
+          const float* wp = w + p * panel_stride;
+          const float* bp = pass_bias != nullptr ? pass_bias + static_cast<size_t>(p) * kPanelWidth : nullptr;
+          for (int r = m0; r < full_end; r += kRowTile) {
+            tile<kRowTile, 1, kStream>(pp.out + r * ldo + static_cast<size_t>(p) * kPanelWidth, ldo,
+                                       pp.inp + r * ldi + k0, ldi, wp, panel_stride, kc, cols, bp, load_out);
+          }
+        }
+        // ... then the remaining rows over the whole group, while its pieces are still in L2
+        float* o = pp.out + full_end * ldo;
+        const float* in = pp.inp + full_end * ldi + k0;
+        switch (m1 - full_end) {
+#define KVCACHE_SHORT(MR)                                                                              \
+  case MR:                                                                                             \
+    short_tiles<MR, kStream>(o, ldo, in, ldi, w, panel_stride, kc, g0, g1, OC, pass_bias, load_out); \
+    break;
+          KVCACHE_SHORT(1)
+          KVCACHE_SHORT(2)
+          KVCACHE_SHORT(3)
+          KVCACHE_SHORT(4)
+          KVCACHE_SHORT(5)
+#undef KVCACHE_SHORT
+          default: break;
+        }
+      }
+    }
+  }
+}
+
+// Panels [p0, p1) of the product: one thread's share.
+__attribute__((always_inline)) inline void panel_range(const PanelProduct& pp, int p0, int p1) {
+  if (pp.N > kStreamRows) {  // prefill: (256, 16) pieces of a group of panels, each in L1 while the rows pass over it
+    panel_passes<false>(pp, p0, p1, kKBlock, kPanelGroup);
+    return;
+  }
+  // Decode: whole panels, so each thread reads its share of the weights in long sequential runs. Rows beyond the
+  // 6-row tiles re-read a group of panels, which must still be in L2 then.
+  const long group_panels = kStreamGroupBytes / (static_cast<long>(pp.K) * kPanelWidth * sizeof(float));
+  const int group = pp.N < kRowTile ? p1 - p0 : static_cast<int>(std::clamp<long>(group_panels, 1, kPanelGroup));
+  panel_passes<true>(pp, p0, p1, pp.K, group);
+}
+
+}  // namespace
+}  // namespace kvcache::kernels
