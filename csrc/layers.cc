@@ -69,8 +69,8 @@ void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, 
   // step 2: each new query attends over the cache up to its own position (causal mask by length)
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   if (T >= kBlockAttentionMin) {
-    // prefill: a block of queries per (row, head), two BLAS products each; threads take whole (row, head) pairs
-    // and BLAS runs single-threaded inside them
+    // prefill: a block of queries per (row, head), two register-tiled products each; threads take whole
+    // (row, head) pairs, and the products run on the calling thread inside them
     const size_t per_thread = static_cast<size_t>(attention_scratch_floats(T, cache.max_seq_len(), HS));
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n_rows * NH; ++i) {

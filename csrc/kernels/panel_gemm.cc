@@ -16,28 +16,29 @@ namespace {
 void panel_range_portable(const PanelProduct& product, int p0, int p1) { panel_range(product, p0, p1); }
 }  // namespace
 
-void pack_panels(float* packed, const float* in_major, long K, long OC) {
+namespace {
+// Weight (k, o) at source[k * k_stride + o * o_stride]: one loop for both source layouts.
+void pack_panels_strided(float* packed, const float* source, long K, long OC, long k_stride, long o_stride) {
   const long panels = panel_count(OC);
 #pragma omp parallel for schedule(static)
   for (long p = 0; p < panels; ++p) {
     float* dst = packed + p * K * kPanelWidth;
     const long c0 = p * kPanelWidth, cols = std::min<long>(kPanelWidth, OC - c0);
     for (long k = 0; k < K; ++k) {
-      for (long j = 0; j < kPanelWidth; ++j) dst[k * kPanelWidth + j] = j < cols ? in_major[k * OC + c0 + j] : 0.0f;
+      for (long j = 0; j < kPanelWidth; ++j) {
+        dst[k * kPanelWidth + j] = j < cols ? source[k * k_stride + (c0 + j) * o_stride] : 0.0f;
+      }
     }
   }
 }
+}  // namespace
+
+void pack_panels(float* packed, const float* in_major, long K, long OC) {
+  pack_panels_strided(packed, in_major, K, OC, OC, 1);
+}
 
 void pack_panels_from_output_major(float* packed, const float* out_major, long K, long OC) {
-  const long panels = panel_count(OC);
-#pragma omp parallel for schedule(static)
-  for (long p = 0; p < panels; ++p) {
-    float* dst = packed + p * K * kPanelWidth;
-    const long c0 = p * kPanelWidth, cols = std::min<long>(kPanelWidth, OC - c0);
-    for (long k = 0; k < K; ++k) {
-      for (long j = 0; j < kPanelWidth; ++j) dst[k * kPanelWidth + j] = j < cols ? out_major[(c0 + j) * K + k] : 0.0f;
-    }
-  }
+  pack_panels_strided(packed, out_major, K, OC, 1, K);
 }
 
 void panel_gemm(float* out, const float* inp, const float* packed, const float* bias, int N, int K, int OC,
