@@ -4,8 +4,8 @@
 // floats of weight[k][16p .. 16p + 15] one after another for k = 0 .. K - 1 (Conv1D's own (in, out) layout, cut
 // into column strips; a last ragged strip is padded with zeros). One kernel serves every number of rows:
 //  - decode (1-16 rows): each thread streams its own contiguous share of the panels once, from memory, with one
-//    register tile of rows x panels that keeps 12 sums in flight whatever the row count (1 row x 6 panels,
-//    2 x 3, 3 x 2, 4-6 x 1), so batch 8 costs little more weight traffic than batch 1;
+//    register tile of rows x panels (2 x 3, 3 x 2, 4-6 x 1: 8-12 sums in flight; 1 x 2 at batch 1, where
+//    memory, not the FMAs, is the limit), so batch 8 costs little more weight traffic than batch 1;
 //  - prefill (many rows): the same tiles, blocked so that a (kKBlock, 16) piece of a panel stays in L1 while
 //    every 6-row block of activations passes over it (BLIS' loop order, with the weights packed once at load
 //    instead of at every call).

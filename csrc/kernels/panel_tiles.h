@@ -103,15 +103,13 @@ __attribute__((always_inline)) inline void short_tiles(float* out, long ldo, con
     float* o = out + static_cast<size_t>(p) * kPanelWidth;
     const float* wp = w + p * panel_stride;
     const float* bp = bias != nullptr ? bias + static_cast<size_t>(p) * kPanelWidth : nullptr;
+    static_assert(kPanels <= 3, "the switch below covers groups of up to 3 panels");
     switch (np) {  // only kPanels and a final shorter group occur
 #define KVCACHE_TILE(NP) \
   case NP: tile<MR, (NP <= kPanels ? NP : 1), kStream>(o, ldo, inp, ldi, wp, panel_stride, kc, last_cols, bp, load_out); break;
       KVCACHE_TILE(1)
       KVCACHE_TILE(2)
       KVCACHE_TILE(3)
-      KVCACHE_TILE(4)
-      KVCACHE_TILE(5)
-      KVCACHE_TILE(6)
 #undef KVCACHE_TILE
     }
   }
