@@ -1,10 +1,13 @@
-"""Accuracy and speed of reduced-precision weight storage against float32, on the same checkpoint, in one run.
+"""Accuracy and speed of reduced-precision weight and KV-cache storage against float32, on the same checkpoint, in
+one run.
 
     python benchmarks/precision.py [--model DIR] [--positions 1024] [--out results/precision.json]
 
-For each weights_dtype: the largest logit difference from float32 over every position of a few full-context
-sequences, how often the top-1 token agrees, how many greedy tokens agree before the first divergence, and the
-decode speed as a ratio to float32 (median step, batch 1). With random-init weights (all we have here) the logits
+For each weights_dtype (with a float32 cache) and each cache dtype (with float32 weights): the largest logit
+difference from float32 over every position of a few full-context sequences, how often the top-1 token agrees,
+how many greedy tokens agree before the first divergence, and the decode speed as a ratio to float32 (median
+step). Weights are timed at batch 1 after a short prompt, where they are all a step reads; the cache deep into
+the context (900+ positions) at batch 1 and 4, where its share of the bytes read grows. With random-init weights (all we have here) the logits
 are nearly flat, so top-1 and greedy agreement are far stricter tests than with real GPT-2 weights, whose top
 tokens are usually separated by whole logits.
 """
@@ -17,10 +20,13 @@ import os
 import numpy as np
 
 from kvcache import GPT2
+from kvcache._core import Generator
 from kvcache.demo import random_checkpoint
-from speed import filler_prompt, in_rounds, step_times, write_json  # the sibling script: one way to time a decode step
+# the sibling script: one way to time a decode step
+from speed import alternating_step_times, filler_prompt, in_rounds, step_times, write_json
 
 DTYPES = ("float32", "bfloat16", "int8")
+CACHE_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def decode_step_seconds(models: dict, rounds: int = 8, steps: int = 8) -> dict:
@@ -29,6 +35,25 @@ def decode_step_seconds(models: dict, rounds: int = 8, steps: int = 8) -> dict:
     for measure in measures.values():
         measure()  # warm-up: pages the weights in, starts the threads
     return in_rounds(measures, rounds)
+
+
+def deep_decode_step_seconds(model: GPT2, batch: int, prompt_len: int = 900, steps: int = 64) -> dict:
+    """Median decode step per cache dtype with prompt_len positions already cached in each of `batch` rows, the
+    generators (one per dtype, prefilled once) stepped in alternation."""
+    prompts = [filler_prompt(model, prompt_len, r) for r in range(batch)]
+    generators = {dtype: Generator(model._core, prompts, max_new_tokens=steps + 1, eos_token_id=-1, cache_dtype=dtype)
+                  for dtype in CACHE_DTYPES}
+    return alternating_step_times(generators, steps)
+
+
+def agreement(logits: np.ndarray, reference: np.ndarray, greedy: list, greedy_reference: list, prompt_len: int,
+              greedy_tokens: int) -> dict:
+    diff = np.abs(logits - reference)
+    return {"max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean()),
+            "logit_std": float(reference.std()),
+            "top1_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
+            "greedy_tokens_agreeing": greedy_agreement(greedy_reference, greedy, prompt_len),
+            "greedy_tokens": greedy_tokens}
 
 
 def greedy_agreement(reference: list, other: list, prompt_len: int) -> int:
@@ -57,20 +82,28 @@ def main(argv=None) -> dict:
     greedy = {dtype: m.generate_ids(prompt, args.greedy_tokens, eos_token_id=None) for dtype, m in models.items()}
     step = decode_step_seconds(models)
 
-    results = {"model": os.path.abspath(directory), "positions": int(tokens.size), "dtypes": {}}
+    results = {"model": os.path.abspath(directory), "positions": int(tokens.size), "dtypes": {}, "cache_dtypes": {}}
     for dtype in DTYPES:
-        diff = np.abs(logits[dtype] - logits["float32"])
-        top1 = (logits[dtype].argmax(-1) == logits["float32"].argmax(-1)).mean()
         results["dtypes"][dtype] = {
             "weights_bytes": models[dtype].weights_nbytes,
-            "max_abs_logit_diff": float(diff.max()),
-            "mean_abs_logit_diff": float(diff.mean()),
-            "logit_std": float(logits["float32"].std()),
-            "top1_agreement": float(top1),
-            "greedy_tokens_agreeing": greedy_agreement(greedy["float32"], greedy[dtype], len(prompt)),
-            "greedy_tokens": args.greedy_tokens,
+            **agreement(logits[dtype], logits["float32"], greedy[dtype], greedy["float32"], len(prompt),
+                        args.greedy_tokens),
             "decode_tokens_per_s": 1.0 / step[dtype],
             "decode_speedup_vs_float32": step["float32"] / step[dtype],
+        }
+
+    # the KV cache's storage, with float32 weights: every position's keys and values go through the cache
+    B, T = tokens.shape
+    deep_steps = {batch: deep_decode_step_seconds(reference, batch) for batch in (1, 4)}
+    for dtype in CACHE_DTYPES:
+        cache_logits = reference.forward(tokens, cache=reference.new_cache(B, T, dtype=dtype))
+        cache_greedy = reference.generate_ids(prompt, args.greedy_tokens, eos_token_id=None, cache_dtype=dtype)
+        results["cache_dtypes"][dtype] = {
+            "cache_bytes_per_position": reference.new_cache(1, 1, dtype=dtype).nbytes,
+            **agreement(cache_logits, logits["float32"], cache_greedy, greedy["float32"], len(prompt),
+                        args.greedy_tokens),
+            **{f"deep_decode_batch{b}_tokens_per_s": b / s[dtype] for b, s in deep_steps.items()},
+            **{f"deep_decode_batch{b}_speedup_vs_float32": s["float32"] / s[dtype] for b, s in deep_steps.items()},
         }
     print(report(results))
     if args.out:
@@ -85,6 +118,17 @@ def report(results: dict) -> str:
     for dtype, r in results["dtypes"].items():
         lines.append(f"| {dtype} | {r['weights_bytes'] / 2**20:.0f} | {r['decode_tokens_per_s']:.1f} "
                      f"| {r['decode_speedup_vs_float32']:.2f}x | {r['max_abs_logit_diff']:.2e} ({r['logit_std']:.2f}) "
+                     f"| {r['top1_agreement']:.2%} | {r['greedy_tokens_agreeing']}/{r['greedy_tokens']} |")
+    lines += ["", f"the KV cache's storage (float32 weights), accuracy over the same positions; decode after 900 "
+                  "cached positions per row",
+              "| cache | KiB per position | batch 1 tokens/s | vs float32 | batch 4 tokens/s | vs float32 "
+              "| max abs logit diff (logit std) | top-1 agreement | greedy tokens agreeing |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for dtype, r in results.get("cache_dtypes", {}).items():
+        lines.append(f"| {dtype} | {r['cache_bytes_per_position'] / 1024:.0f} "
+                     f"| {r['deep_decode_batch1_tokens_per_s']:.1f} | {r['deep_decode_batch1_speedup_vs_float32']:.2f}x "
+                     f"| {r['deep_decode_batch4_tokens_per_s']:.1f} | {r['deep_decode_batch4_speedup_vs_float32']:.2f}x "
+                     f"| {r['max_abs_logit_diff']:.2e} ({r['logit_std']:.2f}) "
                      f"| {r['top1_agreement']:.2%} | {r['greedy_tokens_agreeing']}/{r['greedy_tokens']} |")
     return "\n".join(lines)
 

@@ -84,20 +84,26 @@ def batch_scaling(model: GPT2, batches=(1, 2, 4, 8), rounds: int = 6, steps: int
     return {b: b / step for b, step in in_rounds(measures, rounds).items()}
 
 
-def step_latencies(model: GPT2, near: int, far: int, steps: int = 16) -> tuple[float, float]:
-    """Median decode-step latencies with `near` and with `far` tokens already in the cache, the two generators
-    stepped in alternation, so that both see the same share of a shared machine whose bandwidth drifts."""
-    generators = [Generator(model._core, [filler_prompt(model, n)], max_new_tokens=steps + 1, eos_token_id=-1)
-                  for n in (near, far)]
-    times = ([], [])
-    for g in generators:
+def alternating_step_times(generators: dict, steps: int) -> dict:
+    """Median decode-step seconds of each generator after its prefill, the generators stepped in alternation, one
+    step each in turn, so that all see the same share of a shared machine whose bandwidth drifts."""
+    times = {name: [] for name in generators}
+    for g in generators.values():
         g.step()  # the prefill
     for _ in range(steps):
-        for g, t in zip(generators, times):
+        for name, g in generators.items():
             start = time.perf_counter()
             g.step()
-            t.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def step_latencies(model: GPT2, near: int, far: int, steps: int = 16) -> tuple[float, float]:
+    """Median decode-step latencies with `near` and with `far` tokens already in the cache, stepped in alternation."""
+    generators = {n: Generator(model._core, [filler_prompt(model, n)], max_new_tokens=steps + 1, eos_token_id=-1)
+                  for n in (near, far)}
+    medians = alternating_step_times(generators, steps)
+    return medians[near], medians[far]
 
 
 def kv_bytes_read(config, positions: int) -> int:

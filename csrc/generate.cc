@@ -47,7 +47,8 @@ Generator::Generator(const GPT2Model& model, std::vector<std::vector<int>> promp
       options_(options),
       sequences_(std::move(prompts)),
       cache_(model.new_cache(std::max<int>(1, static_cast<int>(sequences_.size())),
-                             (options.validate(model.config()), required_length(sequences_, options, model.config())))),
+                             (options.validate(model.config()), required_length(sequences_, options, model.config())),
+                             options.cache_type)),
       sampler_(model.config().n_vocab) {
   const int B = static_cast<int>(sequences_.size());
   int longest_prompt = 0;

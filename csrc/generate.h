@@ -19,6 +19,7 @@ struct GenerateOptions {
   uint64_t seed = 0;
   int eos_token_id = -1;  // < 0: never stop early
   bool use_cache = true;
+  KVType cache_type = KVType::F32;  // how the cache stores keys and values (the uncached baseline's too)
 
   void validate(const GPT2Config& config) const;
 };

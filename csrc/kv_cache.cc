@@ -1,6 +1,7 @@
 #include "kv_cache.h"
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 #include "errors.h"
@@ -8,18 +9,26 @@
 
 namespace kvcache {
 
-KVCache::KVCache(const GPT2Config& config, int batch_size, int max_seq_len, const void* owner)
-    : n_layer_(config.n_layer), batch_size_(batch_size), max_seq_len_(max_seq_len), owner_(owner) {
+KVCache::KVCache(const GPT2Config& config, int batch_size, int max_seq_len, const void* owner, KVType type)
+    : n_layer_(config.n_layer), batch_size_(batch_size), max_seq_len_(max_seq_len), owner_(owner), type_(type) {
   require(batch_size >= 1, "cache batch_size must be >= 1, got " + std::to_string(batch_size));
   require(max_seq_len >= 1 && max_seq_len <= config.n_ctx,
           "cache max_seq_len must be in [1, n_ctx=" + std::to_string(config.n_ctx) + "], got " +
               std::to_string(max_seq_len));
   auto u = [](int v) { return static_cast<std::size_t>(v); };
-  data_ = xt::xtensor<float, 6>::from_shape({u(config.n_layer), std::size_t{2}, u(batch_size), u(config.n_head),
-                                              u(max_seq_len), u(config.head_dim())});
-  advise_huge_pages(data_.data(), nbytes());  // before the first write (huge_pages.h)
-  // Zero-filled so that even a bug reading past a row's length could not see stale data from another run.
-  std::fill(data_.begin(), data_.end(), 0.0f);
+  const std::array<std::size_t, 6> shape = {u(config.n_layer), 2, u(batch_size), u(config.n_head), u(max_seq_len),
+                                            u(config.head_dim())};
+  // Zero-filled (the bits of +0 in every type) so that even a bug reading past a row's length could not see stale
+  // data from another run. Huge pages are advised before the first write (huge_pages.h).
+  if (type == KVType::F32) {
+    f32_ = xt::xtensor<float, 6>::from_shape(shape);
+    advise_huge_pages(f32_.data(), nbytes());
+    std::fill(f32_.begin(), f32_.end(), 0.0f);
+  } else {
+    b16_ = xt::xtensor<uint16_t, 6>::from_shape(shape);
+    advise_huge_pages(b16_.data(), nbytes());
+    std::fill(b16_.begin(), b16_.end(), uint16_t{0});
+  }
   seq_lens_.assign(batch_size, 0);
 }
 

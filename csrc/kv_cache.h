@@ -5,7 +5,9 @@
 // Prefill writes a prompt's K/V once; each decode step writes one position per row. Each batch row keeps its
 // own length, so prompts of different lengths share a cache. Nothing is ever reallocated, concatenated or
 // wrapped: writing past max_seq_len throws.
-//   nbytes = 2 x L x B x NH x max_seq_len x HS x 4  (= 2 x L x B x max_seq_len x C x 4)
+// The values are stored as float32, or in 16 bits (IEEE float16 or bfloat16, kernels/float16.h) to halve the bytes
+// that attention reads at every decode step; attention converts them back to float32 in registers.
+//   nbytes = 2 x L x B x NH x max_seq_len x HS x bytes  (= 2 x L x B x max_seq_len x C x bytes), bytes = 4 or 2
 #pragma once
 
 #include <cstddef>
@@ -13,23 +15,31 @@
 #include <xtensor/xtensor.hpp>
 
 #include "config.h"
+#include "kernels/half.h"
 
 namespace kvcache {
+
+enum class KVType { F32, F16, BF16 };
 
 class KVCache {
  public:
   // owner identifies the model the cache belongs to; a cache is only valid with the model that made it.
-  KVCache(const GPT2Config& config, int batch_size, int max_seq_len, const void* owner);
+  KVCache(const GPT2Config& config, int batch_size, int max_seq_len, const void* owner, KVType type = KVType::F32);
 
   int batch_size() const { return batch_size_; }
   int max_seq_len() const { return max_seq_len_; }
   int n_layer() const { return n_layer_; }
   const void* owner() const { return owner_; }
-  std::size_t nbytes() const { return data_.size() * sizeof(float); }
+  KVType type() const { return type_; }
+  std::size_t element_bytes() const { return type_ == KVType::F32 ? 4 : 2; }
+  std::size_t nbytes() const { return (f32_.size() + b16_.size()) * element_bytes(); }
 
-  // (max_seq_len, HS) blocks of keys / values for one layer, batch row and head.
-  float* keys(int layer, int row, int head) { return block(layer, 0, row, head); }
-  float* values(int layer, int row, int head) { return block(layer, 1, row, head); }
+  // (max_seq_len, HS) blocks of keys / values for one layer, batch row and head, as E: float (F32), Half (F16) or
+  // uint16_t (BF16), which must be the cache's type (attention dispatches on type() once per call).
+  template <class E>
+  E* keys(int layer, int row, int head) { return block<E>(layer, 0, row, head); }
+  template <class E>
+  E* values(int layer, int row, int head) { return block<E>(layer, 1, row, head); }
 
   int seq_len(int row) const { return seq_lens_[row]; }
   const std::vector<int>& seq_lens() const { return seq_lens_; }
@@ -41,15 +51,32 @@ class KVCache {
   void crop(int max_length);           // drop positions >= max_length in every row
 
  private:
-  float* block(int layer, int kv, int row, int head) {
-    return &data_(static_cast<std::size_t>(layer), static_cast<std::size_t>(kv), static_cast<std::size_t>(row),
-                  static_cast<std::size_t>(head), 0, 0);
-  }
+  template <class E>
+  E* block(int layer, int kv, int row, int head);
 
   int n_layer_, batch_size_, max_seq_len_;
   const void* owner_;
-  xt::xtensor<float, 6> data_;
+  KVType type_;
+  // One of the two holds the cache, the other is empty. Half and bfloat16 values are both stored as their bits.
+  xt::xtensor<float, 6> f32_;
+  xt::xtensor<uint16_t, 6> b16_;
   std::vector<int> seq_lens_;  // explicit length per row, never inferred from contents
 };
+
+template <>
+inline float* KVCache::block<float>(int layer, int kv, int row, int head) {
+  return &f32_(static_cast<std::size_t>(layer), static_cast<std::size_t>(kv), static_cast<std::size_t>(row),
+               static_cast<std::size_t>(head), 0, 0);
+}
+template <>
+inline uint16_t* KVCache::block<uint16_t>(int layer, int kv, int row, int head) {
+  return &b16_(static_cast<std::size_t>(layer), static_cast<std::size_t>(kv), static_cast<std::size_t>(row),
+               static_cast<std::size_t>(head), 0, 0);
+}
+template <>
+inline Half* KVCache::block<Half>(int layer, int kv, int row, int head) {
+  // Half is a struct of one uint16_t: its values are read and written with memcpy only (float16.h)
+  return reinterpret_cast<Half*>(block<uint16_t>(layer, kv, row, head));
+}
 
 }  // namespace kvcache

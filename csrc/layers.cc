@@ -4,9 +4,9 @@
 
 #include <cmath>
 #include <cstddef>
-#include <cstring>
 
 #include "kernels/attention.h"
+#include "kernels/float16.h"
 #include "kernels/gelu.h"
 
 namespace kvcache {
@@ -48,21 +48,26 @@ long attention_scratch_floats(int T, int max_seq_len, int HS) {
   return T >= kBlockAttentionMin ? kernels::attend_block_scratch(T, max_seq_len, HS) : max_seq_len;
 }
 
-void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows,
-                       int T, int NH, int HS, float* scratch) {
+namespace {
+
+// attention_forward for the cache's element type E (float, Half or uint16_t = bfloat16).
+template <class E>
+void attention_typed(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows, int T,
+                     int NH, int HS, float* scratch) {
   const int C = NH * HS;
   const size_t max_len = static_cast<size_t>(cache.max_seq_len());
-  // step 1: write the new keys and values into the cache, at positions seq_len .. seq_len + T - 1
+  // step 1: write the new keys and values into the cache, at positions seq_len .. seq_len + T - 1 (rounded to the
+  // cache's type: every query, this step's included, then sees the same stored values)
   for (int r = 0; r < n_rows; ++r) {
     const int row = cache_rows[r];
     const int start = cache.seq_len(row);
     for (int h = 0; h < NH; ++h) {
-      float* keys = cache.keys(layer, row, h);
-      float* values = cache.values(layer, row, h);
+      E* keys = cache.keys<E>(layer, row, h);
+      E* values = cache.values<E>(layer, row, h);
       for (int t = 0; t < T; ++t) {
         const float* src = qkv + static_cast<size_t>(r * T + t) * 3 * C;
-        std::memcpy(keys + static_cast<size_t>(start + t) * HS, src + C + h * HS, HS * sizeof(float));
-        std::memcpy(values + static_cast<size_t>(start + t) * HS, src + 2 * C + h * HS, HS * sizeof(float));
+        kernels::store_row(keys + static_cast<size_t>(start + t) * HS, src + C + h * HS, HS);
+        kernels::store_row(values + static_cast<size_t>(start + t) * HS, src + 2 * C + h * HS, HS);
       }
     }
   }
@@ -76,8 +81,8 @@ void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, 
     for (int i = 0; i < n_rows * NH; ++i) {
       const int r = i / NH, h = i % NH, row = cache_rows[r];
       kernels::attend_block(out + static_cast<size_t>(r * T) * C + h * HS, C,
-                            qkv + static_cast<size_t>(r * T) * 3 * C + h * HS, 3 * C, cache.keys(layer, row, h),
-                            cache.values(layer, row, h), cache.seq_len(row), T, HS, scale,
+                            qkv + static_cast<size_t>(r * T) * 3 * C + h * HS, 3 * C, cache.keys<E>(layer, row, h),
+                            cache.values<E>(layer, row, h), cache.seq_len(row), T, HS, scale,
                             scratch + static_cast<size_t>(omp_get_thread_num()) * per_thread);
     }
     return;
@@ -93,7 +98,21 @@ void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, 
     const float* q = qkv + static_cast<size_t>(r * T + t) * 3 * C + h * HS;
     float* o = out + static_cast<size_t>(r * T + t) * C + h * HS;
     float* scores = scratch + static_cast<size_t>(omp_get_thread_num()) * max_len;
-    kernels::attend(o, q, cache.keys(layer, row, h), cache.values(layer, row, h), len, HS, scale, scores);
+    kernels::attend(o, q, cache.keys<E>(layer, row, h), cache.values<E>(layer, row, h), len, HS, scale, scores);
+  }
+}
+
+}  // namespace
+
+void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows,
+                       int T, int NH, int HS, float* scratch) {
+  switch (cache.type()) {
+    case KVType::F32:
+      return attention_typed<float>(out, qkv, cache, layer, cache_rows, n_rows, T, NH, HS, scratch);
+    case KVType::F16:
+      return attention_typed<Half>(out, qkv, cache, layer, cache_rows, n_rows, T, NH, HS, scratch);
+    case KVType::BF16:
+      return attention_typed<uint16_t>(out, qkv, cache, layer, cache_rows, n_rows, T, NH, HS, scratch);
   }
 }
 

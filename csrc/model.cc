@@ -48,8 +48,8 @@ void Workspace::reserve(const GPT2Weights& weights, int n_tokens, int n_logits, 
 GPT2Model::GPT2Model(std::unique_ptr<GPT2Weights> weights)
     : weights_(std::move(weights)), config_(weights_->config()) {}
 
-KVCache GPT2Model::new_cache(int batch_size, int max_seq_len) const {
-  return KVCache(config_, batch_size, max_seq_len, this);
+KVCache GPT2Model::new_cache(int batch_size, int max_seq_len, KVType type) const {
+  return KVCache(config_, batch_size, max_seq_len, this, type);
 }
 
 void GPT2Model::validate(const int* tokens, int n_rows, int T, const int* cache_rows, const KVCache& cache) const {

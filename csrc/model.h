@@ -36,7 +36,7 @@ class GPT2Model {
   GPT2Weights& weights() { return *weights_; }
   const GPT2Weights& weights() const { return *weights_; }
 
-  KVCache new_cache(int batch_size, int max_seq_len) const;
+  KVCache new_cache(int batch_size, int max_seq_len, KVType type = KVType::F32) const;
 
   // tokens (n_rows, T), row-major; input row r continues cache row cache_rows[r] at its current length, and the
   // cache lengths advance by T. Logits land in ws.logits: (n_rows * T, V) with all_logits, else (n_rows, V) for

@@ -69,18 +69,20 @@ def test_corrected_claims_state_the_right_sizes():
 
 # ---- measured memory -----------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("batch_size, seq_len", [(1, 1), (3, 100), (8, 128)])
-def test_measured_cache_nbytes_equals_the_formula(model, batch_size, seq_len):
-    p = bench.profile_kv_cache_memory(TINY, seq_len, batch_size, model=model)
-    assert p.measured_nbytes == p.total_bytes == bench.kv_cache_bytes(TINY, seq_len, batch_size)
+def test_measured_cache_nbytes_equals_the_formula(model, batch_size, seq_len, dtype):
+    p = bench.profile_kv_cache_memory(TINY, seq_len, batch_size, dtype, model=model)
+    assert p.measured_nbytes == p.total_bytes == bench.kv_cache_bytes(TINY, seq_len, batch_size, dtype)
 
 
-def test_rss_grows_by_the_cache_size(model):
-    """The cache is zero-filled when allocated: the process must grow by its size (8 MiB here), to a page."""
-    p = bench.profile_kv_cache_memory(TINY, 128, 64, model=model)
+@pytest.mark.parametrize("dtype, mib", [("float32", 8), ("float16", 4)])
+def test_rss_grows_by_the_cache_size(model, dtype, mib):
+    """The cache is zero-filled when allocated: the process must grow by its size (8 or 4 MiB here), to a page."""
+    p = bench.profile_kv_cache_memory(TINY, 128, 64, dtype, model=model)
     if p.measured_rss_bytes is None:
         pytest.skip("no /proc/self/status on this system")
-    assert p.total_bytes == 8 * MiB
+    assert p.total_bytes == mib * MiB
     assert abs(p.measured_rss_bytes - p.total_bytes) <= 0.05 * p.total_bytes
 
 
@@ -88,7 +90,7 @@ def test_measuring_a_shape_the_model_does_not_have_is_refused(model):
     with pytest.raises(ValueError, match="own shape"):
         bench.profile_kv_cache_memory("gpt2", 16, model=model)
     with pytest.raises(ValueError, match="own shape"):
-        bench.profile_kv_cache_memory(TINY, 16, dtype="float16", model=model)
+        bench.profile_kv_cache_memory(TINY, 16, dtype="int8", model=model)
 
 
 def test_memory_growth_measures_every_shape_and_length():

@@ -45,3 +45,10 @@ def test_precision_script_compares_every_format_with_float32(checkpoint, tmp_pat
     for r in (bf16, i8):
         assert 0 < r["max_abs_logit_diff"] < 0.5
         assert 0.0 <= r["top1_agreement"] <= 1.0 and r["decode_speedup_vs_float32"] > 0
+    caches = results["cache_dtypes"]
+    assert set(caches) == {"float32", "float16", "bfloat16"}
+    assert caches["float32"]["max_abs_logit_diff"] == 0.0 and caches["float32"]["greedy_tokens_agreeing"] == 8
+    assert caches["float32"]["cache_bytes_per_position"] == 2 * caches["float16"]["cache_bytes_per_position"]
+    for r in (caches["float16"], caches["bfloat16"]):
+        assert 0 < r["max_abs_logit_diff"] < 0.5 and 0.0 <= r["top1_agreement"] <= 1.0
+        assert r["deep_decode_batch1_speedup_vs_float32"] > 0 and r["deep_decode_batch4_speedup_vs_float32"] > 0

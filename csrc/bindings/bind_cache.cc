@@ -3,6 +3,7 @@
 
 #include "../kv_cache.h"
 #include "bindings.h"
+#include "convert.h"
 
 namespace py = pybind11;
 
@@ -10,9 +11,11 @@ namespace kvcache::bindings {
 
 void register_cache(py::module_& m) {
   py::class_<KVCache>(m, "KVCache",
-                      "Contiguous preallocated KV cache, (layers, 2, batch, heads, max_seq_len, head_dim) float32. "
-                      "Make one with GPT2.new_cache().")
-      .def_property_readonly("nbytes", &KVCache::nbytes, "2 x layers x batch x max_seq_len x n_embd x 4 bytes")
+                      "Contiguous preallocated KV cache, (layers, 2, batch, heads, max_seq_len, head_dim) of float32, "
+                      "float16 or bfloat16. Make one with GPT2.new_cache().")
+      .def_property_readonly("nbytes", &KVCache::nbytes,
+                             "2 x layers x batch x max_seq_len x n_embd x bytes (4 for float32, 2 for 16 bits)")
+      .def_property_readonly("dtype", [](const KVCache& c) { return kv_type_name(c.type()); })
       .def_property_readonly("max_seq_len", &KVCache::max_seq_len)
       .def_property_readonly("batch_size", &KVCache::batch_size)
       .def_property_readonly("n_layer", &KVCache::n_layer)
@@ -25,7 +28,8 @@ void register_cache(py::module_& m) {
       .def("crop", &KVCache::crop, py::arg("max_length"), "Keep only the first max_length positions of every row.")
       .def("__repr__", [](const KVCache& c) {
         return "KVCache(batch_size=" + std::to_string(c.batch_size()) + ", max_seq_len=" +
-               std::to_string(c.max_seq_len()) + ", nbytes=" + std::to_string(c.nbytes()) + ")";
+               std::to_string(c.max_seq_len()) + ", dtype='" + kv_type_name(c.type()) +
+               "', nbytes=" + std::to_string(c.nbytes()) + ")";
       });
 }
 

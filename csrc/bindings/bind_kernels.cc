@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../kernels/attention.h"
+#include "../kernels/float16.h"
 #include "../kernels/gelu.h"
 #include "../kernels/gemv.h"
 #include "../kernels/matmul.h"
@@ -91,21 +92,60 @@ Array stored_values(Array weight, const std::string& dtype) {
   return out;
 }
 
-Array attend(Array q, Array keys, Array values, bool naive) {
+// x as a KV cache of element type E stores it (16-bit types rounded by the engine's conversion).
+template <class E>
+std::vector<E> store_as(const Array& x) {
+  std::vector<E> out(x.size());
+  kernels::store_row(out.data(), x.data(), static_cast<int>(x.size()));
+  return out;
+}
+
+// f(const E* keys, const E* values) for keys and values stored as a KV cache of `dtype` stores them.
+template <class F>
+void with_stored_kv(const std::string& dtype, const Array& keys, const Array& values, F&& f) {
+  switch (kv_type(dtype)) {
+    case KVType::F32: return f(keys.data(), values.data());
+    case KVType::F16: return f(store_as<Half>(keys).data(), store_as<Half>(values).data());
+    case KVType::BF16: return f(store_as<uint16_t>(keys).data(), store_as<uint16_t>(values).data());
+  }
+}
+
+// The float32 values a KV cache of `dtype` holds for x (what attention computes with), read back with the
+// vector conversion (vector = true) or the scalar one.
+Array stored_kv(Array x, const std::string& dtype, bool vector) {
+  Array out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const int n = static_cast<int>(x.size());
+  with_stored_kv(dtype, x, x, [&](const auto* p, const auto*) {
+    if (vector) {
+      kernels::load_row(out.mutable_data(), p, n);
+    } else {
+      for (int i = 0; i < n; ++i) out.mutable_data()[i] = kernels::widen_one(p, i);
+    }
+  });
+  return out;
+}
+
+Array attend(Array q, Array keys, Array values, bool naive, const std::string& cache_dtype, bool avx2) {
   check_dims(q.ndim() == 1 && keys.ndim() == 2 && values.ndim() == 2 && keys.shape(1) == q.shape(0) &&
                  values.shape(0) == keys.shape(0) && values.shape(1) == q.shape(0) && keys.shape(0) > 0,
              "need q (HS), keys and values (len, HS)");
   const int len = keys.shape(0), HS = q.shape(0);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   Array out(HS);
   std::vector<float> scores(len);
-  auto f = naive ? kernels::attend_naive : kernels::attend;
-  f(out.mutable_data(), q.data(), keys.data(), values.data(), len, HS, 1.0f / std::sqrt(static_cast<float>(HS)),
-    scores.data());
+  if (naive) {
+    check_dims(cache_dtype == "float32", "the naive twin takes float32 keys and values");
+    kernels::attend_naive(out.mutable_data(), q.data(), keys.data(), values.data(), len, HS, scale, scores.data());
+    return out;
+  }
+  with_stored_kv(cache_dtype, keys, values, [&](const auto* k, const auto* v) {
+    kernels::attend(out.mutable_data(), q.data(), k, v, len, HS, scale, scores.data(), avx2);
+  });
   return out;
 }
 
 // T queries at positions start .. start + T - 1 over keys / values (start + T, HS): the prefill path.
-Array attend_block(Array q, Array keys, Array values, int start) {
+Array attend_block(Array q, Array keys, Array values, int start, const std::string& cache_dtype) {
   check_dims(q.ndim() == 2 && keys.ndim() == 2 && values.ndim() == 2 && keys.shape(1) == q.shape(1) &&
                  values.shape(1) == q.shape(1) && start >= 0 && keys.shape(0) == start + q.shape(0) &&
                  values.shape(0) == keys.shape(0) && q.shape(0) > 0,
@@ -113,8 +153,10 @@ Array attend_block(Array q, Array keys, Array values, int start) {
   const int T = q.shape(0), HS = q.shape(1), L = keys.shape(0);
   Array out({T, HS});
   std::vector<float> scratch(kernels::attend_block_scratch(T, L, HS));
-  kernels::attend_block(out.mutable_data(), HS, q.data(), HS, keys.data(), values.data(), start, T, HS,
-                        1.0f / std::sqrt(static_cast<float>(HS)), scratch.data());
+  with_stored_kv(cache_dtype, keys, values, [&](const auto* k, const auto* v) {
+    kernels::attend_block(out.mutable_data(), HS, q.data(), HS, k, v, start, T, HS,
+                          1.0f / std::sqrt(static_cast<float>(HS)), scratch.data());
+  });
   return out;
 }
 
@@ -152,8 +194,13 @@ void register_kernels(py::module_& m) {
           return out;
         },
         py::arg("x"), py::arg("naive") = false, "GELU (tanh form) of a float32 array, flattened");
-  k.def("attend_block", &attend_block, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("start"));
-  k.def("attend", &attend, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("naive") = false);
+  k.def("attend_block", &attend_block, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("start"),
+        py::arg("cache_dtype") = "float32", "the prefill path over keys and values stored as cache_dtype");
+  k.def("attend", &attend, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("naive") = false,
+        py::arg("cache_dtype") = "float32", py::arg("avx2") = true,
+        "the decode path over keys and values stored as cache_dtype; avx2=False runs the portable build");
+  k.def("stored_kv", &stored_kv, py::arg("x"), py::arg("cache_dtype"), py::arg("vector") = true,
+        "the float32 values a KV cache of cache_dtype holds for x, read back by the vector or the scalar path");
 }
 
 }  // namespace kvcache::bindings

@@ -84,8 +84,11 @@ void register_model(py::module_& m) {
       .def_property_readonly("parameters_nbytes", [](const GPT2Model& m) { return m.weights().nbytes(); },
                              "bytes of all parameters as float32")
       .def("state_dict", &state_dict)
-      .def("new_cache", &GPT2Model::new_cache, py::arg("batch_size"), py::arg("max_seq_len"),
-           py::keep_alive<0, 1>())
+      .def("new_cache",
+           [](const GPT2Model& m, int batch_size, int max_seq_len, const std::string& dtype) {
+             return m.new_cache(batch_size, max_seq_len, kv_type(dtype));
+           },
+           py::arg("batch_size"), py::arg("max_seq_len"), py::arg("dtype") = "float32", py::keep_alive<0, 1>())
       .def("forward", &forward, py::arg("tokens"), py::arg("cache") = nullptr);
 }
 

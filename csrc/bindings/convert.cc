@@ -45,4 +45,20 @@ std::string weight_type_name(WeightType type) {
   return "?";
 }
 
+KVType kv_type(const std::string& name) {
+  if (name == "float32") return KVType::F32;
+  if (name == "float16") return KVType::F16;
+  if (name == "bfloat16") return KVType::BF16;
+  throw py::value_error("cache dtype must be 'float32', 'float16' or 'bfloat16', got '" + name + "'");
+}
+
+std::string kv_type_name(KVType type) {
+  switch (type) {
+    case KVType::F32: return "float32";
+    case KVType::F16: return "float16";
+    case KVType::BF16: return "bfloat16";
+  }
+  return "?";
+}
+
 }  // namespace kvcache::bindings

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../kernels/matrix.h"
+#include "../kv_cache.h"
 
 namespace kvcache::bindings {
 
@@ -18,5 +19,9 @@ std::vector<int> token_matrix(const pybind11::array& tokens, int& rows, int& T);
 // "float32" | "bfloat16" | "int8" -> WeightType; ValueError naming the choices otherwise.
 WeightType weight_type(const std::string& name);
 std::string weight_type_name(WeightType type);
+
+// "float32" | "float16" | "bfloat16" -> KVType; ValueError naming the choices otherwise.
+KVType kv_type(const std::string& name);
+std::string kv_type_name(KVType type);
 
 }  // namespace kvcache::bindings

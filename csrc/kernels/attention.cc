@@ -4,9 +4,10 @@
 #include <cmath>
 #include <cstddef>
 
-#include "multiversion.h"
+#include "attention_avx2.h"
+#include "attention_passes.h"
+#include "gemv_avx2.h"
 #include "panel_gemm.h"
-#include "vec.h"
 
 namespace kvcache::kernels {
 
@@ -16,97 +17,43 @@ constexpr int kQueryBlock = 128;
 
 namespace {
 
-// Softmax in place over n scores. Vectorised (std::exp in a scalar loop was a third of a decode step's attention
-// at 1000 positions), and every lane computed alike wherever the row starts, so results are reproducible bit for
-// bit whichever thread's scratch holds them.
-KVCACHE_MULTIVERSION
-void softmax_in_place(float* row, std::size_t n) {
-  const std::size_t body = n - n % 8;
-  const int tail = static_cast<int>(n - body);
-  float max_score = -INFINITY;
-  for (std::size_t j = 0; j < n; ++j) max_score = row[j] > max_score ? row[j] : max_score;
-  v8f lanes = {};
-  for (std::size_t j = 0; j < body; j += 8) {
-    const v8f e = exp8(load8(row + j) - max_score);
-    store8(row + j, e);
-    lanes += e;
-  }
-  float sum = 0.0f;
-  if (tail > 0) {
-    const v8f e = exp8(load_partial(row + body, tail) - max_score);
-    store_partial(row + body, e, tail);
-    for (int l = 0; l < tail; ++l) sum += e[l];
-  }
-  sum += hsum(lanes);
-  const float inv_sum = 1.0f / sum;
-  for (std::size_t j = 0; j < n; ++j) row[j] *= inv_sum;
-}
-
-// The two streaming passes over one head's cache. The head size is a multiple of 8 (checked in attend): each key
-// and value row is whole v8f loads.
-KVCACHE_MULTIVERSION
-void scores_pass(float* scores, const float* q, const float* keys, int len, int HS, float scale) {
-  for (int j = 0; j < len; ++j) {
-    const float* k = keys + static_cast<std::size_t>(j) * HS;
-    v8f acc0 = {}, acc1 = {};
-    int c = 0;
-    for (; c + 16 <= HS; c += 16) {
-      acc0 += load8(q + c) * load8(k + c);
-      acc1 += load8(q + c + 8) * load8(k + c + 8);
-    }
-    for (; c < HS; c += 8) acc0 += load8(q + c) * load8(k + c);
-    scores[j] = hsum(acc0 + acc1) * scale;
-  }
-}
-
-KVCACHE_MULTIVERSION
-void values_pass(float* out, const float* probs, const float* values, int len, int HS) {
-  for (int c0 = 0; c0 < HS; c0 += 64) {  // 8 accumulators (64 channels, GPT-2's head) at a time in registers
-    const int width = HS - c0 < 64 ? HS - c0 : 64;
-    v8f acc[8] = {};
-    for (int j = 0; j < len; ++j) {
-      const float* v = values + static_cast<std::size_t>(j) * HS + c0;
-      for (int a = 0; a < width / 8; ++a) acc[a] += probs[j] * load8(v + 8 * a);
-    }
-    for (int a = 0; a < width / 8; ++a) store8(out + c0 + 8 * a, acc[a]);
-  }
-}
-
 // Any head size (the reference path's shapes in tests), one scalar pass each.
-void attend_scalar(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
+template <class E>
+void attend_scalar(float* out, const float* q, const E* keys, const E* values, int len, int HS, float scale,
                    float* scores) {
   for (int j = 0; j < len; ++j) {
     float dot = 0.0f;
-    for (int c = 0; c < HS; ++c) dot += q[c] * keys[static_cast<std::size_t>(j) * HS + c];
+    for (int c = 0; c < HS; ++c) dot += q[c] * widen_one(keys, static_cast<long>(j) * HS + c);
     scores[j] = dot * scale;
   }
   softmax_in_place(scores, static_cast<std::size_t>(len));
   for (int c = 0; c < HS; ++c) out[c] = 0.0f;
   for (int j = 0; j < len; ++j)
-    for (int c = 0; c < HS; ++c) out[c] += scores[j] * values[static_cast<std::size_t>(j) * HS + c];
+    for (int c = 0; c < HS; ++c) out[c] += scores[j] * widen_one(values, static_cast<long>(j) * HS + c);
 }
 
 }  // namespace
 
-void attend(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
-            float* scores) {
+template <class E>
+void attend(float* out, const float* q, const E* keys, const E* values, int len, int HS, float scale, float* scores,
+            bool avx2) {
   if (HS % 8 != 0) return attend_scalar(out, q, keys, values, len, HS, scale, scores);
-  scores_pass(scores, q, keys, len, HS, scale);
-  softmax_in_place(scores, static_cast<std::size_t>(len));
-  values_pass(out, scores, values, len, HS);
+  if (avx2 && avx2_fma_available()) return attend_avx2(out, q, keys, values, len, HS, scale, scores);
+  attend_passes(out, q, keys, values, len, HS, scale, scores);
 }
 
 long attend_block_scratch(int T, int L, int HS) {
   return static_cast<long>(T) * L + packed_size(HS, L) + packed_size(L, HS);
 }
 
-void attend_block(float* out, int ldo, const float* q, int ldq, const float* keys, const float* values, int start, int T,
+template <class E>
+void attend_block(float* out, int ldo, const float* q, int ldq, const E* keys, const E* values, int start, int T,
                   int HS, float scale, float* scratch) {
   const int L = start + T;
   // The keys and values packed into panels once, so that both products run on the linear layers' register tiles:
   // Q K^T with the keys as the outputs (K^T in panels of 16 keys), P V with the head's channels as the outputs.
-  // Packing costs L x HS copies against T x L x HS multiply-adds; OpenBLAS, called on these small products, ran
-  // at a quarter of the FMA peak.
+  // Packing costs L x HS copies (widened to float32 from a 16-bit cache) against T x L x HS multiply-adds;
+  // OpenBLAS, called on these small products, ran at a quarter of the FMA peak.
   float* scores = scratch;  // (T, L)
   float* packed_keys = scores + static_cast<std::size_t>(T) * L;
   float* packed_values = packed_keys + packed_size(HS, L);
@@ -134,6 +81,14 @@ void attend_block(float* out, int ldo, const float* q, int ldq, const float* key
                 static_cast<long>(L) * kPanelWidth, nullptr, rows, len, HS, false});
   }
 }
+
+template void attend(float*, const float*, const float*, const float*, int, int, float, float*, bool);
+template void attend(float*, const float*, const Half*, const Half*, int, int, float, float*, bool);
+template void attend(float*, const float*, const uint16_t*, const uint16_t*, int, int, float, float*, bool);
+template void attend_block(float*, int, const float*, int, const float*, const float*, int, int, int, float, float*);
+template void attend_block(float*, int, const float*, int, const Half*, const Half*, int, int, int, float, float*);
+template void attend_block(float*, int, const float*, int, const uint16_t*, const uint16_t*, int, int, int, float,
+                           float*);
 
 void attend_naive(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
                   float* scores) {

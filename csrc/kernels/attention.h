@@ -1,21 +1,28 @@
 // Causal self-attention over a row of the KV cache: one query at a time (decode), or a block of T queries at once
 // with two register-tiled products (prefill, panel_gemm.h), where per-query dot products would leave the FMA units
 // idle.
+//
+// The keys and values are of the cache's element type E: float, Half (IEEE float16) or uint16_t (bfloat16),
+// widened to float32 as they are read; queries, scores and sums are float32.
 #pragma once
 
 namespace kvcache::kernels {
 
 // out (HS) = softmax(q . K[0:len]^T * scale) @ V[0:len]
-// q (HS); keys, values (len, HS) dense; scores (len) is scratch.
-void attend(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
-            float* scores);
+// q (HS); keys, values (len, HS) dense; scores (len) is scratch. avx2 = false runs the portable build even where the
+// AVX2 + F16C one could (tests compare the two).
+template <class E>
+void attend(float* out, const float* q, const E* keys, const E* values, int len, int HS, float scale, float* scores,
+            bool avx2 = true);
+// The float64 reference, on float32 keys and values.
 void attend_naive(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
                   float* scores);
 
 // T queries at positions start .. start + T - 1 over keys / values (start + T, HS):
 // out[t] (HS) = softmax(q[t] . K[0 : start + t + 1]^T * scale) @ V[0 : start + t + 1]
 // q rows are ldq floats apart, out rows ldo; scratch: attend_block_scratch(T, start + T, HS) floats.
-void attend_block(float* out, int ldo, const float* q, int ldq, const float* keys, const float* values, int start, int T,
+template <class E>
+void attend_block(float* out, int ldo, const float* q, int ldq, const E* keys, const E* values, int start, int T,
                   int HS, float scale, float* scratch);
 // The scores (T, L) and the keys and values (L, HS) packed into panels.
 long attend_block_scratch(int T, int L, int HS);

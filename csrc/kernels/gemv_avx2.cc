@@ -11,7 +11,9 @@ namespace kvcache::kernels {
 
 bool avx2_fma_available() {
 #if defined(KVCACHE_AVX2_KERNELS)
-  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // F16C too, for attention_avx2.cc: every CPU with AVX2 has it, but it is a separate feature bit
+  static const bool available =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return available;
 #else
   return false;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "float16.h"
 #include "gemv_avx2.h"
 #include "panel_gemm_avx2.h"
 #include "panel_tiles.h"
@@ -17,8 +18,10 @@ void panel_range_portable(const PanelProduct& product, int p0, int p1) { panel_r
 }  // namespace
 
 namespace {
-// Weight (k, o) at source[k * k_stride + o * o_stride]: one loop for both source layouts.
-void pack_panels_strided(float* packed, const float* source, long K, long OC, long k_stride, long o_stride) {
+// Weight (k, o) at source[k * k_stride + o * o_stride]: one loop for both source layouts, and for a 16-bit KV
+// cache's keys and values, widened here once.
+template <class E>
+void pack_panels_strided(float* packed, const E* source, long K, long OC, long k_stride, long o_stride) {
   const long panels = panel_count(OC);
 #pragma omp parallel for schedule(static)
   for (long p = 0; p < panels; ++p) {
@@ -26,20 +29,29 @@ void pack_panels_strided(float* packed, const float* source, long K, long OC, lo
     const long c0 = p * kPanelWidth, cols = std::min<long>(kPanelWidth, OC - c0);
     for (long k = 0; k < K; ++k) {
       for (long j = 0; j < kPanelWidth; ++j) {
-        dst[k * kPanelWidth + j] = j < cols ? source[k * k_stride + (c0 + j) * o_stride] : 0.0f;
+        dst[k * kPanelWidth + j] = j < cols ? widen_one(source, k * k_stride + (c0 + j) * o_stride) : 0.0f;
       }
     }
   }
 }
 }  // namespace
 
-void pack_panels(float* packed, const float* in_major, long K, long OC) {
+template <class E>
+void pack_panels(float* packed, const E* in_major, long K, long OC) {
   pack_panels_strided(packed, in_major, K, OC, OC, 1);
 }
 
-void pack_panels_from_output_major(float* packed, const float* out_major, long K, long OC) {
+template <class E>
+void pack_panels_from_output_major(float* packed, const E* out_major, long K, long OC) {
   pack_panels_strided(packed, out_major, K, OC, 1, K);
 }
+
+template void pack_panels(float*, const float*, long, long);
+template void pack_panels(float*, const Half*, long, long);
+template void pack_panels(float*, const uint16_t*, long, long);
+template void pack_panels_from_output_major(float*, const float*, long, long);
+template void pack_panels_from_output_major(float*, const Half*, long, long);
+template void pack_panels_from_output_major(float*, const uint16_t*, long, long);
 
 void panel_gemm(float* out, const float* inp, const float* packed, const float* bias, int N, int K, int OC,
                 bool accumulate, bool avx2) {

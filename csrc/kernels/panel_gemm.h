@@ -22,9 +22,12 @@ inline long panel_count(long outputs) { return (outputs + kPanelWidth - 1) / kPa
 inline long packed_size(long K, long OC) { return panel_count(OC) * kPanelWidth * K; }
 
 // packed (panel_count(OC), K, 16) from an input-major (K, OC) weight (Hugging Face's Conv1D layout).
-void pack_panels(float* packed, const float* in_major, long K, long OC);
+// E: float, or the 16-bit KV cache's Half / uint16_t (bfloat16) keys and values, widened to float32.
+template <class E>
+void pack_panels(float* packed, const E* in_major, long K, long OC);
 // The same from an output-major (OC, K) weight (nn.Linear's layout).
-void pack_panels_from_output_major(float* packed, const float* out_major, long K, long OC);
+template <class E>
+void pack_panels_from_output_major(float* packed, const E* out_major, long K, long OC);
 
 // out (N, OC) (+)= inp (N, K) @ W + bias, W packed by pack_panels; bias may be null.
 // avx2 = false runs the portable build even where the AVX2 one could (tests compare the two).

@@ -90,29 +90,33 @@ class KVMemoryProfile:
     measured_rss_bytes: Optional[int] = None   # growth of the process RSS when that cache was allocated
 
 
-def measure_cache_memory(model: GPT2, batch_size: int, seq_len: int) -> Tuple[int, Optional[int]]:
+CACHE_DTYPES = ("float32", "float16", "bfloat16")  # what a KVCache can store (new_cache's dtype)
+
+
+def measure_cache_memory(model: GPT2, batch_size: int, seq_len: int,
+                         dtype: str = "float32") -> Tuple[int, Optional[int]]:
     """(cache.nbytes, RSS growth) of a freshly allocated cache. The cache is zero-filled when made, so its pages
     are touched and the RSS shows all of it: the number the formula has to match."""
     release_free_memory()
     before = rss_bytes()
-    cache = model.new_cache(batch_size, seq_len)
+    cache = model.new_cache(batch_size, seq_len, dtype=dtype)
     after = rss_bytes()
     return cache.nbytes, (after - before if before is not None and after is not None else None)
 
 
 def profile_kv_cache_memory(config, seq_len: int, batch_size: int = 1, dtype: str = "float32",
                             model: Optional[GPT2] = None) -> KVMemoryProfile:
-    """Total and per-layer KV-cache bytes from the formula; with `model` (of that shape, float32), also the
-    measured cache.nbytes and RSS growth, so the two can be put side by side."""
+    """Total and per-layer KV-cache bytes from the formula; with `model` (of that shape, and a dtype a cache can
+    store: float32, float16 or bfloat16), also the measured cache.nbytes and RSS growth, side by side."""
     shape = as_shape(config if config is not None else model.config)
     total = kv_cache_bytes(shape, seq_len, batch_size, dtype)
     profile = KVMemoryProfile(shape.name, seq_len, batch_size, dtype, kv_cache_bytes(shape, 1, 1, dtype), total,
                               [total // shape.n_layer] * shape.n_layer)
     if model is not None:
-        if as_shape(model.config).dims != shape.dims or dtype != "float32":
-            raise ValueError(f"a measurement needs the model's own shape in float32; got {shape} {dtype} for "
-                             f"{model.config}")
-        profile.measured_nbytes, profile.measured_rss_bytes = measure_cache_memory(model, batch_size, seq_len)
+        if as_shape(model.config).dims != shape.dims or dtype not in CACHE_DTYPES:
+            raise ValueError(f"a measurement needs the model's own shape and a cache dtype ({', '.join(CACHE_DTYPES)}); "
+                             f"got {shape} {dtype} for {model.config}")
+        profile.measured_nbytes, profile.measured_rss_bytes = measure_cache_memory(model, batch_size, seq_len, dtype)
     return profile
 
 

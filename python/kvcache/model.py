@@ -32,6 +32,18 @@ def _check_int(name: str, value, minimum: Optional[int] = None, maximum: int = _
 _SEED_MAX = 2**64 - 1
 
 
+def _check_dtype(name: str, value) -> str:
+    """A dtype name as a str (np.float16 and np.dtype("float16") accepted too); the core rejects unknown names."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        raise TypeError(f"{name} must be a dtype name such as 'float16', got None")
+    try:
+        return np.dtype(value).name
+    except TypeError:
+        raise TypeError(f"{name} must be a dtype name such as 'float16', got {type(value).__name__} {value!r}") from None
+
+
 def _check_float(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -77,8 +89,8 @@ class GPT2:
         is installed and online).
 
         weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" (half the bytes
-        per decoded token) or "int8" (a quarter, one scale per output channel). Activations, the KV cache and all
-        sums stay float32; decode is memory-bound, so fewer bytes are faster."""
+        per decoded token) or "int8" (a quarter, one scale per output channel). Activations and all sums stay
+        float32 (the KV cache too, unless new_cache / generate ask for 16 bits); decode is memory-bound, so fewer bytes are faster."""
         directory = resolve(name_or_path)
         config, raw = read_config(os.path.join(directory, CONFIG_NAME))
         core = _core.Model.load(os.path.join(directory, WEIGHTS_NAME), config, weights_dtype)
@@ -172,26 +184,28 @@ class GPT2:
     # ---- ids ----------------------------------------------------------------------------------------------------
     def generate_ids(self, ids, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
                      top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
-                     use_cache: bool = True) -> Union[List[int], List[List[int]]]:
+                     use_cache: bool = True, cache_dtype: str = "float32") -> Union[List[int], List[List[int]]]:
         """Token ids (one list, or a list of lists of any lengths) -> prompt + new ids, per row.
 
         do_sample=False is greedy and ignores temperature/top_k/top_p. temperature > 0 divides the logits
         (0 = greedy); top_k keeps the k likeliest tokens (0 = off); top_p keeps the smallest set of likeliest tokens
         whose probability reaches top_p (1.0 = off). seed makes sampling reproducible. Generation stops at
         eos_token_id (default: the config's; None = never) or after max_new_tokens. use_cache=False recomputes
-        the whole sequence at every step: the baseline the KV cache is measured against.
+        the whole sequence at every step: the baseline the KV cache is measured against. cache_dtype stores the
+        keys and values as "float32", "float16" (half the cache's bytes; values beyond +-65504 saturate) or
+        "bfloat16" (half the bytes, float32's range, 8 bits of precision).
         """
         rows, single = _as_id_rows(ids)
         generator = self._generator(rows, max_new_tokens, do_sample=do_sample, temperature=temperature,
                                     top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id,
-                                    use_cache=use_cache)
+                                    use_cache=use_cache, cache_dtype=cache_dtype)
         generator.run()
         out = [list(s) for s in generator.sequences]
         return out[0] if single else out
 
     def _generator(self, rows: List[List[int]], max_new_tokens: int, *, do_sample: bool = False,
                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
-                   eos_token_id=_FROM_CONFIG, use_cache: bool = True) -> _core.Generator:
+                   eos_token_id=_FROM_CONFIG, use_cache: bool = True, cache_dtype: str = "float32") -> _core.Generator:
         if not rows:
             raise ValueError("no prompt given")
         if not isinstance(do_sample, bool) or not isinstance(use_cache, bool):
@@ -206,13 +220,16 @@ class GPT2:
             self._core, rows, max_new_tokens=_check_int("max_new_tokens", max_new_tokens, 0), do_sample=do_sample,
             temperature=_check_float("temperature", temperature), top_k=_check_int("top_k", top_k),
             top_p=_check_float("top_p", top_p), seed=_check_int("seed", seed, 0, _SEED_MAX),
-            eos_token_id=-1 if eos_token_id is None else eos_token_id, use_cache=use_cache)
+            eos_token_id=-1 if eos_token_id is None else eos_token_id, use_cache=use_cache,
+            cache_dtype=_check_dtype("cache_dtype", cache_dtype))
 
     # ---- the cache ----------------------------------------------------------------------------------------------
-    def new_cache(self, batch_size: int = 1, max_seq_len: Optional[int] = None) -> KVCache:
-        """A KV cache allocated once: 2 x n_layer x batch_size x max_seq_len x n_embd float32 values."""
+    def new_cache(self, batch_size: int = 1, max_seq_len: Optional[int] = None, dtype: str = "float32") -> KVCache:
+        """A KV cache allocated once: 2 x n_layer x batch_size x max_seq_len x n_embd values of dtype, "float32",
+        "float16" or "bfloat16" (2 bytes each: half the memory, and half the bytes attention reads per step)."""
         max_seq_len = self.config.n_ctx if max_seq_len is None else max_seq_len
-        return self._core.new_cache(_check_int("batch_size", batch_size, 1), _check_int("max_seq_len", max_seq_len, 1))
+        return self._core.new_cache(_check_int("batch_size", batch_size, 1), _check_int("max_seq_len", max_seq_len, 1),
+                                    _check_dtype("dtype", dtype))
 
     def forward(self, tokens, cache: Optional[KVCache] = None) -> np.ndarray:
         """tokens (B, T) -> logits (B, T, n_vocab) float32. With a cache, each row continues at its own length and

@@ -22,6 +22,7 @@ CASES = {
                                                 top_k=40, top_p=0.9, seed=1),
     "sampling top-p, equal-length batch 4": dict(prompts=[[1, 2]] * 4, do_sample=True, top_p=0.8, seed=2),
     "greedy batch 8 (the largest streaming-kernel batch)": dict(prompts=[[i + 1] for i in range(8)]),
+    "sampling batch 2 over a float16 cache": dict(prompts=[[1, 2], [3]], do_sample=True, seed=3, cache_dtype="float16"),
 }
 
 

@@ -1,0 +1,19 @@
+// A decode step's attention passes compiled for AVX2 + FMA + F16C (attention_avx2.cc, built with -mavx2 -mfma
+// -mf16c on x86-64 with GCC): attention_passes.h says why.
+#pragma once
+
+#include <cstdint>
+
+#include "half.h"
+
+namespace kvcache::kernels {
+
+// attend() for HS a multiple of 8; only call when avx2_fma_available() (gemv_avx2.h).
+void attend_avx2(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
+                 float* scores);
+void attend_avx2(float* out, const float* q, const Half* keys, const Half* values, int len, int HS, float scale,
+                 float* scores);
+void attend_avx2(float* out, const float* q, const uint16_t* keys, const uint16_t* values, int len, int HS,
+                 float scale, float* scores);
+
+}  // namespace kvcache::kernels
