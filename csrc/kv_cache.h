@@ -10,6 +10,7 @@
 //   nbytes = 2 x L x B x NH x max_seq_len x HS x bytes  (= 2 x L x B x max_seq_len x C x bytes), bytes = 4 or 2
 #pragma once
 
+#include <cassert>
 #include <cstddef>
 #include <vector>
 #include <xtensor/xtensor.hpp>
@@ -35,7 +36,7 @@ class KVCache {
   std::size_t nbytes() const { return (f32_.size() + b16_.size()) * element_bytes(); }
 
   // (max_seq_len, HS) blocks of keys / values for one layer, batch row and head, as E: float (F32), Half (F16) or
-  // uint16_t (BF16), which must be the cache's type (attention dispatches on type() once per call).
+  // uint16_t (BF16), the cache's type.
   template <class E>
   E* keys(int layer, int row, int head) { return block<E>(layer, 0, row, head); }
   template <class E>
@@ -63,18 +64,22 @@ class KVCache {
   std::vector<int> seq_lens_;  // explicit length per row, never inferred from contents
 };
 
+// The element type must be the cache's (asserted in debug builds): attention picks it from type() once per call.
 template <>
 inline float* KVCache::block<float>(int layer, int kv, int row, int head) {
+  assert(type_ == KVType::F32);
   return &f32_(static_cast<std::size_t>(layer), static_cast<std::size_t>(kv), static_cast<std::size_t>(row),
                static_cast<std::size_t>(head), 0, 0);
 }
 template <>
 inline uint16_t* KVCache::block<uint16_t>(int layer, int kv, int row, int head) {
+  assert(type_ != KVType::F32);
   return &b16_(static_cast<std::size_t>(layer), static_cast<std::size_t>(kv), static_cast<std::size_t>(row),
                static_cast<std::size_t>(head), 0, 0);
 }
 template <>
 inline Half* KVCache::block<Half>(int layer, int kv, int row, int head) {
+  assert(type_ == KVType::F16);
   // Half is a struct of one uint16_t: its values are read and written with memcpy only (float16.h)
   return reinterpret_cast<Half*>(block<uint16_t>(layer, kv, row, head));
 }
