@@ -7,8 +7,8 @@ For each weights_dtype (with a float32 cache) and each cache dtype (with float32
 difference from float32 over every position of a few full-context sequences, how often the top-1 token agrees,
 how many greedy tokens agree before the first divergence, and the decode speed as a ratio to float32 (median
 step). Weights are timed at batch 1 after a short prompt, where they are all a step reads; the cache deep into
-the context (900+ positions) at batch 1 and 4, where its share of the bytes read grows. With random-init weights (all we have here) the logits
-are nearly flat, so top-1 and greedy agreement are far stricter tests than with real GPT-2 weights, whose top
+the context (900+ positions) at batch 1 and 4, where its share of the bytes read grows. With random-init weights
+(all we have here) the logits are nearly flat, so top-1 and greedy agreement are far stricter tests than with real GPT-2 weights, whose top
 tokens are usually separated by whole logits.
 """
 
@@ -22,11 +22,11 @@ import numpy as np
 from kvcache import GPT2
 from kvcache._core import Generator
 from kvcache.demo import random_checkpoint
+from kvcache.kv_memory import CACHE_DTYPES
 # the sibling script: one way to time a decode step
 from speed import alternating_step_times, filler_prompt, in_rounds, step_times, write_json
 
 DTYPES = ("float32", "bfloat16", "int8")
-CACHE_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def decode_step_seconds(models: dict, rounds: int = 8, steps: int = 8) -> dict:

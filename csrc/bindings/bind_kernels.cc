@@ -119,7 +119,7 @@ Array stored_kv(Array x, const std::string& dtype, bool vector) {
     if (vector) {
       kernels::load_row(out.mutable_data(), p, n);
     } else {
-      for (int i = 0; i < n; ++i) out.mutable_data()[i] = kernels::widen_one(p, i);
+      for (int i = 0; i < n; ++i) out.mutable_data()[i] = kernels::widen(p, i);
     }
   });
   return out;

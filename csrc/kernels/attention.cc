@@ -23,13 +23,13 @@ void attend_scalar(float* out, const float* q, const E* keys, const E* values, i
                    float* scores) {
   for (int j = 0; j < len; ++j) {
     float dot = 0.0f;
-    for (int c = 0; c < HS; ++c) dot += q[c] * widen_one(keys, static_cast<long>(j) * HS + c);
+    for (int c = 0; c < HS; ++c) dot += q[c] * widen(keys, static_cast<long>(j) * HS + c);
     scores[j] = dot * scale;
   }
   softmax_in_place(scores, static_cast<std::size_t>(len));
   for (int c = 0; c < HS; ++c) out[c] = 0.0f;
   for (int j = 0; j < len; ++j)
-    for (int c = 0; c < HS; ++c) out[c] += scores[j] * widen_one(values, static_cast<long>(j) * HS + c);
+    for (int c = 0; c < HS; ++c) out[c] += scores[j] * widen(values, static_cast<long>(j) * HS + c);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "half.h"
+#include "matrix.h"
 #include "vec.h"
 #if defined(__F16C__)
 #include <immintrin.h>
@@ -101,16 +102,12 @@ inline void load_row(float* dst, const E* src, int n) {
   }
 }
 
-// One element as float32, without vectors (the scalar paths: packing, head sizes not a multiple of 8). The same
-// arithmetic as load8, lane by lane.
-inline float widen_one(const float* p, long j) { return p[j]; }
-inline float widen_one(const uint16_t* p, long j) {  // bfloat16
-  const uint32_t bits = static_cast<uint32_t>(p[j]) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-inline float widen_one(const Half* p, long j) {
+}  // namespace
+
+// One element as float32, without vectors (the scalar paths: packing, head sizes not a multiple of 8): the same
+// arithmetic as load8, lane by lane. float and bfloat16 elements widen through matrix.h's widen(),
+// beside which this one sits (outside the unnamed namespace, so that one name lookup finds all three).
+inline float widen(const Half* p, long j) {
   uint16_t h;
   std::memcpy(&h, p + j, sizeof h);
   const uint32_t magnitude_bits = (static_cast<uint32_t>(h) & 0x7fffu) << 13;
@@ -126,6 +123,5 @@ inline float widen_one(const Half* p, long j) {
   return f;
 }
 
-}  // namespace
 }  // namespace kernels
 }  // namespace kvcache

@@ -29,7 +29,7 @@ void pack_panels_strided(float* packed, const E* source, long K, long OC, long k
     const long c0 = p * kPanelWidth, cols = std::min<long>(kPanelWidth, OC - c0);
     for (long k = 0; k < K; ++k) {
       for (long j = 0; j < kPanelWidth; ++j) {
-        dst[k * kPanelWidth + j] = j < cols ? widen_one(source, k * k_stride + (c0 + j) * o_stride) : 0.0f;
+        dst[k * kPanelWidth + j] = j < cols ? widen(source, k * k_stride + (c0 + j) * o_stride) : 0.0f;
       }
     }
   }

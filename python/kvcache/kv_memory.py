@@ -114,8 +114,8 @@ def profile_kv_cache_memory(config, seq_len: int, batch_size: int = 1, dtype: st
                               [total // shape.n_layer] * shape.n_layer)
     if model is not None:
         if as_shape(model.config).dims != shape.dims or dtype not in CACHE_DTYPES:
-            raise ValueError(f"a measurement needs the model's own shape and a cache dtype ({', '.join(CACHE_DTYPES)}); "
-                             f"got {shape} {dtype} for {model.config}")
+            raise ValueError(f"a measurement needs the model's own shape and a cache dtype "
+                             f"({', '.join(CACHE_DTYPES)}); got {shape} {dtype} for {model.config}")
         profile.measured_nbytes, profile.measured_rss_bytes = measure_cache_memory(model, batch_size, seq_len, dtype)
     return profile
 

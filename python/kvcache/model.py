@@ -90,7 +90,8 @@ class GPT2:
 
         weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" (half the bytes
         per decoded token) or "int8" (a quarter, one scale per output channel). Activations and all sums stay
-        float32 (the KV cache too, unless new_cache / generate ask for 16 bits); decode is memory-bound, so fewer bytes are faster."""
+        float32 (the KV cache too, unless new_cache / generate ask for 16 bits); decode is memory-bound, so fewer
+        bytes are faster."""
         directory = resolve(name_or_path)
         config, raw = read_config(os.path.join(directory, CONFIG_NAME))
         core = _core.Model.load(os.path.join(directory, WEIGHTS_NAME), config, weights_dtype)
