@@ -38,10 +38,12 @@ void Workspace::reserve(const GPT2Weights& weights, int n_tokens, int n_logits, 
   // attention scores: one row per thread when decoding, a (T, max_seq_len) block per thread in prefill
   const int T = std::min(n_tokens, max_seq_len);
   grow(scratch, omp_get_max_threads(), static_cast<int>(attention_scratch_floats(T, max_seq_len, config.head_dim())));
-  if (std::max(n_tokens, n_logits) > kernels::kSmallRows) {  // only BLAS passes widen reduced-precision weights
-    const auto dequant_floats = static_cast<size_t>(kernels::dequant_scratch_size(weights.lm_head_matrix));
-    if (dequant.size() < dequant_floats) dequant.resize({dequant_floats});
-  }
+  // the largest any product of this pass needs (none for a decode step)
+  const LayerWeights& layer = weights.h[0];
+  const auto scratch_floats = static_cast<size_t>(std::max({kernels::matmul_scratch_size(layer.c_attn, n_tokens, C),
+                                                            kernels::matmul_scratch_size(layer.mlp_proj, n_tokens, 4 * C),
+                                                            kernels::matmul_scratch_size(weights.lm_head_matrix, n_logits, C)}));
+  if (matmul_scratch.size() < scratch_floats) matmul_scratch.resize({scratch_floats});
   if (positions.size() < static_cast<size_t>(n_tokens)) positions.resize(n_tokens);
 }
 
@@ -94,7 +96,7 @@ void GPT2Model::forward(const int* tokens, int n_rows, int T, const int* cache_r
 
   // out (N, OC) (+)= in (N, K) @ weight + bias
   auto linear = [&](float* out, const float* in, const Matrix& weight, const float* bias, int K, int OC, bool add) {
-    kernels::matmul(out, in, weight, bias, N, K, OC, add, ws.dequant.data());
+    kernels::matmul(out, in, weight, bias, N, K, OC, add, ws.matmul_scratch.data());
   };
   for (int l = 0; l < cfg.n_layer; ++l) {
     const LayerWeights& lw = w.h[l];
@@ -121,7 +123,7 @@ void GPT2Model::forward(const int* tokens, int n_rows, int T, const int* cache_r
     }
   }
   kernels::matmul(ws.logits.data(), ws.last.data(), w.lm_head_matrix, nullptr, n_logits, C, cfg.n_vocab, false,
-                  ws.dequant.data());
+                  ws.matmul_scratch.data());
 }
 
 }  // namespace kvcache

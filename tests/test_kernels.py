@@ -197,6 +197,43 @@ def test_thread_count_does_not_change_results(restore_threads):
         assert gen1 == gen
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_decode_products_do_not_depend_on_the_thread_count(restore_threads, dtype):
+    """Up to 16 rows the threads take chunks of whole panels (float32) or of whole 18-output tiles (16/8-bit
+    weights) in an order that depends on timing (stream_split.h); every output is still summed whole, by one
+    thread, in one order, so the bits are the same on any number of threads."""
+    rng = np.random.default_rng(3)
+    weight = rand(rng, 5000, 300)  # hundreds of chunks: shares are cut and taken in many places
+    for n in (1, 3, 7, 16):
+        inp = rand(rng, n, 300)
+        results = []
+        for threads in (1, 2, 3, 4):
+            kvcache.set_num_threads(threads)
+            results.append(kernels.linear(inp, weight, weights_dtype=dtype))
+        for r in results[1:]:
+            np.testing.assert_array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("items, chunk", [(0, 1), (1, 4), (10, 3), (1000, 7), (5, 100)])
+def test_stream_split_takes_every_item_exactly_once(restore_threads, threads, items, chunk):
+    kvcache.set_num_threads(threads)
+    taken, owner = kernels.stream_split(items, chunk)
+    assert taken.tolist() == [1] * items
+    assert set(owner.tolist()) <= set(range(threads))
+
+
+def test_stream_split_helps_a_slow_thread(restore_threads):
+    """Thread 0 sleeps 2 ms per chunk: thread 1 ends its own share at once, then takes chunks from the back of
+    thread 0's, while thread 0 takes its share from the front."""
+    kvcache.set_num_threads(2)
+    taken, owner = kernels.stream_split(400, 5, slow_thread=0)
+    assert taken.tolist() == [1] * 400
+    assert np.count_nonzero(owner == 1) > 300
+    by_slow = np.flatnonzero(owner == 0)
+    assert by_slow.tolist() == list(range(len(by_slow)))  # a run from the front of its share
+
+
 @pytest.mark.parametrize("n", [0, -1])
 def test_set_num_threads_rejects_non_positive(restore_threads, n):
     before = kvcache.get_num_threads()

@@ -3,7 +3,10 @@
 #include <pybind11/pybind11.h>
 #include <omp.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <thread>
 #include <vector>
 
 #include "../kernels/attention.h"
@@ -13,6 +16,7 @@
 #include "../kernels/matmul.h"
 #include "../kernels/panel_gemm.h"
 #include "../kernels/probes.h"
+#include "../kernels/stream_split.h"
 #include "../quantize.h"
 #include "convert.h"
 #include "../threading.h"
@@ -77,9 +81,9 @@ Array linear(Array inp, Array weight, py::object bias, bool naive, const std::st
   if (!avx2 && w.matrix.type != WeightType::F32) {
     check_dims(N <= kernels::kSmallRows, "avx2=False on 16/8-bit weights picks the streaming kernel: at most 16 rows");
   }
-  std::vector<float> dequant(kernels::dequant_scratch_size(w.matrix));
+  std::vector<float> scratch(kernels::matmul_scratch_size(w.matrix, N, K));
   kernels::matmul(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
-                  dequant.data(), avx2);
+                  scratch.data(), avx2);
   return out;
 }
 
@@ -160,6 +164,29 @@ Array attend_block(Array q, Array keys, Array values, int start, const std::stri
   return out;
 }
 
+// How parallel_stream dealt `items` work items in chunks of `chunk`: how many times each was taken, and by which
+// thread. slow_thread (if >= 0) sleeps 2 ms per chunk, so the others must take chunks from its share.
+py::tuple stream_split(int items, int chunk, int slow_thread) {
+  check_dims(items >= 0, "items must be >= 0");
+  apply_num_threads();
+  std::vector<std::atomic<int>> visits(items);
+  py::array_t<int> taken(items), owner(items);
+  int* who = owner.mutable_data();
+  {
+    py::gil_scoped_release release;
+    kernels::parallel_stream(items, chunk, [&](int begin, int end) {
+      const int t = omp_get_thread_num();
+      if (t == slow_thread) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      for (int i = begin; i < end; ++i) {
+        visits[i].fetch_add(1);
+        who[i] = t;
+      }
+    });
+  }
+  for (int i = 0; i < items; ++i) taken.mutable_data()[i] = visits[i].load();
+  return py::make_tuple(taken, owner);
+}
+
 }  // namespace
 
 void register_kernels(py::module_& m) {
@@ -199,6 +226,8 @@ void register_kernels(py::module_& m) {
   k.def("attend", &attend, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("naive") = false,
         py::arg("cache_dtype") = "float32", py::arg("avx2") = true,
         "the decode path over keys and values stored as cache_dtype; avx2=False runs the portable build");
+  k.def("stream_split", &stream_split, py::arg("items"), py::arg("chunk"), py::arg("slow_thread") = -1,
+        "(times taken, thread) per item as decode products deal their work among threads (stream_split.h)");
   k.def("stored_kv", &stored_kv, py::arg("x"), py::arg("cache_dtype"), py::arg("vector") = true,
         "the float32 values a KV cache of cache_dtype holds for x, read back by the vector or the scalar path");
 }

@@ -1,13 +1,13 @@
 #include "gemv.h"
 
-#include <omp.h>
-
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
 #include "gemv_avx2.h"
 #include "gemv_rows.h"
 #include "multiversion.h"
+#include "stream_split.h"
 
 namespace kvcache::kernels {
 
@@ -29,12 +29,12 @@ KVCACHE_DOT_ROWS(dot_rows_i8, int8_t)
 void gemv_rows(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
                bool accumulate, bool int8_avx2) {
   const bool use_avx2 = int8_avx2 && avx2_fma_available();
-#pragma omp parallel
-  {
-    // equal contiguous shares of the output rows, so each thread streams one region of the matrix
-    const int threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int o0 = static_cast<int>(static_cast<long>(OC) * t / threads);
-    const int o1 = static_cast<int>(static_cast<long>(OC) * (t + 1) / threads);
+  // The threads share whole tiles of kOutputTile outputs (stream_split.h), so that which outputs form a block of
+  // three (dot_rows) never depends on the thread count or on which thread ran which tile.
+  const long tile_bytes = static_cast<long>(kOutputTile) * K * element_bytes(weight.type);
+  const int tiles = (OC + kOutputTile - 1) / kOutputTile;
+  parallel_stream(tiles, static_cast<int>(kStreamChunkBytes / tile_bytes), [&](int t0, int t1) {
+    const int o0 = t0 * kOutputTile, o1 = std::min(OC, t1 * kOutputTile);
     const float* s = weight.scales;
     switch (weight.type) {
       case WeightType::F32:
@@ -51,7 +51,7 @@ void gemv_rows(float* out, const float* inp, const Matrix& weight, const float* 
         dot_rows_i8(out, inp, static_cast<const int8_t*>(weight.data), s, bias, N, K, OC, o0, o1, accumulate);
         break;
     }
-  }
+  });
 }
 
 }  // namespace kvcache::kernels

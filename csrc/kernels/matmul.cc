@@ -35,10 +35,16 @@ void dequantize_rows(float* out, const Matrix& weight, long r0, long r1, long co
   }
 }
 
+long matmul_scratch_size(const Matrix& weight, long N, long K) {
+  static_assert(kPackMinRows > kSmallRows, "decode needs no scratch");
+  if (weight.layout == Layout::Panels) return packed_inp_size(N, K);
+  return N > kSmallRows && weight.type != WeightType::F32 ? kDequantFloats : 0;
+}
+
 void matmul(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-            bool accumulate, float* dequant, bool avx2) {
+            bool accumulate, float* scratch, bool avx2) {
   if (weight.layout == Layout::Panels) {  // every row count: decode and prefill alike
-    panel_gemm(out, inp, static_cast<const float*>(weight.data), bias, N, K, OC, accumulate, avx2);
+    panel_gemm(out, inp, static_cast<const float*>(weight.data), bias, N, K, OC, accumulate, scratch, avx2);
     return;
   }
   if (N <= kSmallRows) {  // decode: stream the weights once
@@ -66,8 +72,8 @@ void matmul(float* out, const float* inp, const Matrix& weight, const float* bia
   const int block = static_cast<int>(std::max(1L, kDequantFloats / K));
   for (int o0 = 0; o0 < OC; o0 += block) {
     const int rows = std::min(block, OC - o0);
-    dequantize_rows(dequant, weight, o0, o0 + rows, K);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, rows, K, 1.0f, inp, K, dequant, K, beta, out + o0, OC);
+    dequantize_rows(scratch, weight, o0, o0 + rows, K);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, rows, K, 1.0f, inp, K, scratch, K, beta, out + o0, OC);
   }
 }
 

@@ -9,15 +9,16 @@
 
 namespace kvcache::kernels {
 
-// Floats of scratch matmul needs for reduced-precision weights in BLAS passes (0 for float32 weights).
+// Floats of scratch a product of N rows needs: float32 panels pack the rows of a prefill (panel_gemm.h), BLAS
+// passes widen reduced-precision weights a block at a time; decode (N <= kSmallRows) needs none.
 constexpr long kDequantFloats = 1L << 22;
-inline long dequant_scratch_size(const Matrix& weight) { return weight.type == WeightType::F32 ? 0 : kDequantFloats; }
+long matmul_scratch_size(const Matrix& weight, long N, long K);
 
 // With accumulate the product is added to out (residual connections fused into the matmul). bias may be null.
-// dequant: dequant_scratch_size(weight) floats. avx2 = false keeps the kernels that have an AVX2 build on their
-// portable one even where the AVX2 one runs (for the tests that compare them).
+// scratch: matmul_scratch_size(weight, N, K) floats. avx2 = false keeps the kernels that have an AVX2 build on
+// their portable one even where the AVX2 one runs (for the tests that compare them).
 void matmul(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-            bool accumulate, float* dequant, bool avx2 = true);
+            bool accumulate, float* scratch, bool avx2 = true);
 
 // Rows [r0, r1) of a (rows, cols) weight as float32 (output-major, whatever the weight's layout).
 void dequantize_rows(float* out, const Matrix& weight, long r0, long r1, long cols);

@@ -23,6 +23,8 @@ struct Matrix {
   Layout layout = Layout::OutputMajor;  // Panels: float32 only, packed by pack_panels
 };
 
+inline long element_bytes(WeightType type) { return type == WeightType::F32 ? 4 : type == WeightType::BF16 ? 2 : 1; }
+
 namespace kernels {
 
 // Element j of a row as float32. Small enough to inline into every clone of the kernels that use it.

@@ -9,6 +9,7 @@
 #include "gemv_avx2.h"
 #include "panel_gemm_avx2.h"
 #include "panel_tiles.h"
+#include "stream_split.h"
 
 namespace kvcache::kernels {
 
@@ -34,6 +35,16 @@ void pack_panels_strided(float* packed, const E* source, long K, long OC, long k
     }
   }
 }
+
+// Rows kPackedRows * block .. + kPackedRows - 1 of the product's input as one (K, kPackedRows) micro-panel.
+void pack_rows(const PanelProduct& pp, int block) {
+  float* dst = pp.packed_inp + static_cast<size_t>(block) * kPackedRows * pp.K;
+  const float* src = pp.inp + static_cast<size_t>(block) * kPackedRows * pp.ldi;
+  for (int k = 0; k < pp.K; ++k) {
+    for (int r = 0; r < kPackedRows; ++r) dst[k * kPackedRows + r] = src[r * pp.ldi + k];
+  }
+}
+
 }  // namespace
 
 template <class E>
@@ -54,15 +65,25 @@ template void pack_panels_from_output_major(float*, const Half*, long, long);
 template void pack_panels_from_output_major(float*, const uint16_t*, long, long);
 
 void panel_gemm(float* out, const float* inp, const float* packed, const float* bias, int N, int K, int OC,
-                bool accumulate, bool avx2) {
-  panel_gemm({out, OC, inp, K, packed, static_cast<long>(K) * kPanelWidth, bias, N, K, OC, accumulate}, avx2);
+                bool accumulate, float* scratch, bool avx2) {
+  PanelProduct product{out, OC, inp, K, packed, static_cast<long>(K) * kPanelWidth, bias, N, K, OC, accumulate};
+  if (packed_inp_size(N, K) > 0) product.packed_inp = scratch;
+  panel_gemm(product, avx2);
 }
 
 void panel_gemm(const PanelProduct& product, bool avx2) {
   const int panels = static_cast<int>(panel_count(product.OC));
   const auto range = avx2 && avx2_fma_available() ? panel_range_avx2 : panel_range_portable;
+  if (product.N <= kStreamRows) {  // decode: memory-bound, so the threads even out their streams' speeds
+    parallel_stream(panels, decode_chunk(product), [&](int p0, int p1) { range(product, p0, p1); });
+    return;
+  }
 #pragma omp parallel
   {
+    if (product.packed_inp != nullptr) {
+#pragma omp for schedule(static)
+      for (int block = 0; block < product.N / kPackedRows; ++block) pack_rows(product, block);
+    }  // (the loop's barrier: every block is packed before any tile reads one)
     // equal contiguous shares of the panels: each thread streams its own region of the weights
     const int threads = omp_get_num_threads(), t = omp_get_thread_num();
     const int p0 = static_cast<int>(static_cast<long>(panels) * t / threads);

@@ -3,12 +3,13 @@
 // A panel holds kPanelWidth consecutive outputs for every input, input-major: panel p is a (K, 16) block, the
 // floats of weight[k][16p .. 16p + 15] one after another for k = 0 .. K - 1 (Conv1D's own (in, out) layout, cut
 // into column strips; a last ragged strip is padded with zeros). One kernel serves every number of rows:
-//  - decode (1-16 rows): each thread streams its own contiguous share of the panels once, from memory, with one
-//    register tile of rows x panels (2 x 3, 3 x 2, 4-6 x 1: 8-12 sums in flight; 1 x 2 at batch 1, where
-//    memory, not the FMAs, is the limit), so batch 8 costs little more weight traffic than batch 1;
+//  - decode (1-16 rows): the panels are streamed once, from memory, each thread taking chunks of its own
+//    contiguous share and then of the back of the slower one's (stream_split.h), with one register tile of
+//    rows x panels (2 x 3, 3 x 2, 4-6 x 1: 8-12 sums in flight; 1 x 2 at batch 1, where memory, not the FMAs,
+//    is the limit), so batch 8 costs little more weight traffic than batch 1;
 //  - prefill (many rows): the same tiles, blocked so that a (kKBlock, 16) piece of a panel stays in L1 while
-//    every 6-row block of activations passes over it (BLIS' loop order, with the weights packed once at load
-//    instead of at every call).
+//    every 6-row block of activations, packed into a micro-panel, passes over it (BLIS' loop order, with the
+//    weights packed once at load instead of at every call).
 // Each output is summed in input order k = 0, 1, ..., K - 1 by every tile, so a row's result does not depend on
 // how many rows share the call (batch composition never changes a token).
 #pragma once
@@ -16,10 +17,14 @@
 namespace kvcache::kernels {
 
 constexpr int kPanelWidth = 16;  // outputs per panel: two 8-float vectors
+constexpr int kPackedRows = 6;   // rows of a prefill tile, packed together (PanelProduct::packed_inp)
+constexpr int kPackMinRows = 17;  // fewer rows (decode) stream the weights and read the rows in place
 
 inline long panel_count(long outputs) { return (outputs + kPanelWidth - 1) / kPanelWidth; }
 // Floats a (K, OC) weight occupies once packed (its last panel padded to a full one).
 inline long packed_size(long K, long OC) { return panel_count(OC) * kPanelWidth * K; }
+// Floats of PanelProduct::packed_inp for N rows of K inputs (0 where they are read in place).
+inline long packed_inp_size(long N, long K) { return N >= kPackMinRows ? N / kPackedRows * kPackedRows * K : 0; }
 
 // packed (panel_count(OC), K, 16) from an input-major (K, OC) weight (Hugging Face's Conv1D layout).
 // E: float, or the 16-bit KV cache's Half / uint16_t (bfloat16) keys and values, widened to float32.
@@ -29,10 +34,11 @@ void pack_panels(float* packed, const E* in_major, long K, long OC);
 template <class E>
 void pack_panels_from_output_major(float* packed, const E* out_major, long K, long OC);
 
-// out (N, OC) (+)= inp (N, K) @ W + bias, W packed by pack_panels; bias may be null.
-// avx2 = false runs the portable build even where the AVX2 one could (tests compare the two).
+// out (N, OC) (+)= inp (N, K) @ W + bias, W packed by pack_panels; bias may be null. scratch: null, or
+// packed_inp_size(N, K) floats for the packed rows. avx2 = false runs the portable build even where the AVX2 one
+// could (tests compare the two).
 void panel_gemm(float* out, const float* inp, const float* packed, const float* bias, int N, int K, int OC,
-                bool accumulate, bool avx2 = true);
+                bool accumulate, float* scratch, bool avx2 = true);
 
 // The same product in its general form, for attention's: rows of inp and out ldi and ldo floats apart, panels
 // panel_stride floats apart (K * 16 for a whole packed matrix, more when the product uses only the first K inputs
@@ -47,6 +53,10 @@ struct PanelProduct {
   const float* bias;  // may be null
   int N, K, OC;
   bool accumulate;
+  // Many rows (prefill): room for packed_inp_size(N, K) floats, where each full block of kPackedRows rows is first
+  // packed into a (K, kPackedRows) micro-panel, so that a tile reads its rows' inputs as one stream. Rows at K
+  // floats apart mapped to the same few L1 sets (all six at K = 3072) and the tile ran 8% slower. Null: in place.
+  float* packed_inp = nullptr;
 };
 void panel_gemm(const PanelProduct& product, bool avx2 = true);
 

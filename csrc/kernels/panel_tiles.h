@@ -9,6 +9,7 @@
 #include <cstddef>
 
 #include "panel_gemm.h"
+#include "stream_split.h"
 #include "vec.h"
 
 namespace kvcache::kernels {
@@ -16,14 +17,18 @@ namespace {  // NOLINT: per translation unit on purpose (see above)
 
 using std::size_t;
 
-constexpr int kRowTile = 6;     // rows of the prefill tile: 6 x 2 vectors = 12 sums, the 16-register budget
+constexpr int kRowTile = kPackedRows;  // rows of the prefill tile: 6 x 2 vectors = 12 sums, the 16-register budget
 constexpr int kSums = 12;       // sums in flight per tile: hides the FMA latency (2 per cycle, 4-5 cycles)
 constexpr int kKBlock = 256;    // inputs per pass: a (256, 16) panel piece is 16 KiB, half of L1
-constexpr int kRowBlock = 512;  // rows per pass: their (512, 256) activations, 512 KiB, stay in L2
+constexpr int kRowBlock = 85 * kRowTile;  // rows per pass: their (510, 256) activations, 510 KiB, stay in L2
+static_assert(kRowBlock % kRowTile == 0, "a pass's 6-row tiles must be the packed blocks (packed_inp)");
 constexpr int kPanelGroup = 6;  // panels whose pieces all rows visit before the next: 96 KiB, in L2
 constexpr int kStreamRows = 16;       // up to this many rows (decode) the weights stream from memory ...
+static_assert(kPackMinRows == kStreamRows + 1, "the rows are packed exactly when they are not streamed");
 constexpr long kStreamGroupBytes = 512 * 1024;  // ... a group of whole panels at a time, so that it stays in L2
-constexpr int kPrefetchAhead = 32;  // lines (2 KiB) ahead per panel stream: 8 and 16 were slower
+// Lines (16 KiB) ahead per panel stream, into L2: 32 lines into L1 left batch 2-8 decode waiting on memory (batch 8
+// took 1.9x the time of batch 1 in a kernel benchmark; with these prefetches, 1.3x)
+constexpr int kPrefetchAhead = 256;
 
 // The first n of 8 floats (n < 8 only in a ragged last panel, whose missing outputs read as zero and are never
 // written). By value, never through a reference to the tile's sums: GCC then keeps every sum in a register (with
@@ -41,9 +46,10 @@ __attribute__((always_inline)) inline void store_upto8(float* p, v8f v, int n) {
 
 // One register tile: MR rows x NP panels, over kc inputs. out starts at (row 0, panel 0) of the tile, inp at
 // (row 0, first input of the pass), w at the pass's first input of panel 0; panels lie panel_stride floats apart.
+// Input k of row r is inp[r * ldi + k * KS]: KS = 1 reads rows in place, KS = kRowTile a packed micro-panel.
 // last_cols: valid outputs of the tile's last panel. bias (null after the first pass) is that of panel 0.
 // load_out: add onto out (a later pass, or a residual connection) rather than start from zero.
-template <int MR, int NP, bool kStream>
+template <int MR, int NP, bool kStream, int KS = 1>
 __attribute__((always_inline)) inline void tile(float* out, long ldo, const float* inp, long ldi, const float* w,
                                                 long panel_stride, int kc, int last_cols, const float* bias,
                                                 bool load_out) {
@@ -64,14 +70,15 @@ __attribute__((always_inline)) inline void tile(float* out, long ldo, const floa
     v8f b[NP][2];
 #pragma GCC unroll 8
     for (int p = 0; p < NP; ++p) {
-      // decode streams each panel from memory once: one prefetch per 64-byte line, kPrefetchAhead lines ahead
-      if (kStream) __builtin_prefetch(w + p * panel_stride + (k + kPrefetchAhead) * kPanelWidth);
+      // decode streams each panel from memory once: one prefetch per 64-byte line, kPrefetchAhead lines ahead,
+      // into L2 (locality 2: prefetcht1)
+      if (kStream) __builtin_prefetch(w + p * panel_stride + (k + kPrefetchAhead) * kPanelWidth, 0, 2);
       b[p][0] = load8(w + p * panel_stride + k * kPanelWidth);
       b[p][1] = load8(w + p * panel_stride + k * kPanelWidth + 8);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const v8f a = broadcast8(inp[r * ldi + k]);
+      const v8f a = broadcast8(inp[r * ldi + k * KS]);
 #pragma GCC unroll 8
       for (int p = 0; p < NP; ++p) {
         acc[r][p][0] += a * b[p][0];
@@ -139,8 +146,13 @@ __attribute__((always_inline)) inline void panel_passes(const PanelProduct& pp, 
           const float* wp = w + p * panel_stride;
           const float* bp = pass_bias != nullptr ? pass_bias + static_cast<size_t>(p) * kPanelWidth : nullptr;
           for (int r = m0; r < full_end; r += kRowTile) {
-            tile<kRowTile, 1, kStream>(pp.out + r * ldo + static_cast<size_t>(p) * kPanelWidth, ldo,
-                                       pp.inp + r * ldi + k0, ldi, wp, panel_stride, kc, cols, bp, load_out);
+            float* o = pp.out + r * ldo + static_cast<size_t>(p) * kPanelWidth;
+            if (pp.packed_inp != nullptr) {  // rows r .. r + 5 as one (K, 6) micro-panel (pack_rows)
+              const float* a = pp.packed_inp + static_cast<size_t>(r) * K + static_cast<size_t>(k0) * kRowTile;
+              tile<kRowTile, 1, kStream, kRowTile>(o, ldo, a, 1, wp, panel_stride, kc, cols, bp, load_out);
+            } else {
+              tile<kRowTile, 1, kStream>(o, ldo, pp.inp + r * ldi + k0, ldi, wp, panel_stride, kc, cols, bp, load_out);
+            }
           }
         }
         // ... then the remaining rows over the whole group, while its pieces are still in L2
@@ -164,6 +176,12 @@ __attribute__((always_inline)) inline void panel_passes(const PanelProduct& pp, 
   }
 }
 
+// Panels of a decode group (see panel_passes).
+inline int decode_group(const PanelProduct& pp) {
+  const long group_panels = kStreamGroupBytes / (static_cast<long>(pp.K) * kPanelWidth * sizeof(float));
+  return static_cast<int>(std::clamp<long>(group_panels, 1, kPanelGroup));
+}
+
 // Panels [p0, p1) of the product: one thread's share.
 __attribute__((always_inline)) inline void panel_range(const PanelProduct& pp, int p0, int p1) {
   if (pp.N > kStreamRows) {  // prefill: (256, 16) pieces of a group of panels, each in L1 while the rows pass over it
@@ -172,9 +190,15 @@ __attribute__((always_inline)) inline void panel_range(const PanelProduct& pp, i
   }
   // Decode: whole panels, so each thread reads its share of the weights in long sequential runs. Rows beyond the
   // 6-row tiles re-read a group of panels, which must still be in L2 then.
-  const long group_panels = kStreamGroupBytes / (static_cast<long>(pp.K) * kPanelWidth * sizeof(float));
-  const int group = pp.N < kRowTile ? p1 - p0 : static_cast<int>(std::clamp<long>(group_panels, 1, kPanelGroup));
+  const int group = pp.N < kRowTile ? p1 - p0 : decode_group(pp);
   panel_passes<true>(pp, p0, p1, pp.K, group);
+}
+
+// Panels a decode thread takes at a time (stream_split.h): long sequential reads, and whole groups.
+inline int decode_chunk(const PanelProduct& pp) {
+  if (pp.N >= kRowTile) return decode_group(pp);
+  const long panel_bytes = static_cast<long>(pp.K) * kPanelWidth * sizeof(float);
+  return static_cast<int>(std::max<long>(2, kStreamChunkBytes / panel_bytes));
 }
 
 }  // namespace
