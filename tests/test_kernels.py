@@ -26,7 +26,7 @@ def rand(rng, *shape):
 
 
 # Weights are given output-major (OC, K) and stored as the model stores them: float32 in panels of 16 outputs
-# (one kernel for every row count: register tiles of 1-5 rows over 6-1 panels, and of 6 rows over one), 16/8-bit
+# (one kernel for every row count: register tiles of 2-5 rows over 3-1 panels, and of 1 or 6 rows over one), 16/8-bit
 # output-major (the streaming kernel up to 16 rows, BLAS above). The shapes cover every tile, ragged last panels
 # (OC not a multiple of 16), several passes over K (K > 256) and over rows (N > 512). The lm_head shape
 # (1, 768, 50257) is the largest product of a decode step.

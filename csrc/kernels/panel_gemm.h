@@ -5,7 +5,7 @@
 // into column strips; a last ragged strip is padded with zeros). One kernel serves every number of rows:
 //  - decode (1-16 rows): the panels are streamed once, from memory, each thread taking chunks of its own
 //    contiguous share and then of the back of the slower one's (stream_split.h), with one register tile of
-//    rows x panels (2 x 3, 3 x 2, 4-6 x 1: 8-12 sums in flight; 1 x 2 at batch 1, where memory, not the FMAs,
+//    rows x panels (2 x 3, 3 x 2, 4-6 x 1: 8-12 sums in flight; 1 x 1 at batch 1, where memory, not the FMAs,
 //    is the limit), so batch 8 costs little more weight traffic than batch 1;
 //  - prefill (many rows): the same tiles, blocked so that a (kKBlock, 16) piece of a panel stays in L1 while
 //    every 6-row block of activations, packed into a micro-panel, passes over it (BLIS' loop order, with the

@@ -26,8 +26,9 @@ constexpr int kPanelGroup = 6;  // panels whose pieces all rows visit before the
 constexpr int kStreamRows = 16;       // up to this many rows (decode) the weights stream from memory ...
 static_assert(kPackMinRows == kStreamRows + 1, "the rows are packed exactly when they are not streamed");
 constexpr long kStreamGroupBytes = 512 * 1024;  // ... a group of whole panels at a time, so that it stays in L2
-// Lines (16 KiB) ahead per panel stream, into L2: 32 lines into L1 left batch 2-8 decode waiting on memory (batch 8
-// took 1.9x the time of batch 1 in a kernel benchmark; with these prefetches, 1.3x)
+// Lines (16 KiB) ahead per panel stream, into L2, for 2-16 rows: 32 lines into L1 left batch 2-8 decode waiting on
+// memory (batch 8 took 1.9x the time of batch 1 in a kernel benchmark; with these prefetches, 1.3x). One row reads
+// a single stream, which the hardware prefetcher alone follows best (below).
 constexpr int kPrefetchAhead = 256;
 
 // The first n of 8 floats (n < 8 only in a ragged last panel, whose missing outputs read as zero and are never
@@ -72,7 +73,7 @@ __attribute__((always_inline)) inline void tile(float* out, long ldo, const floa
     for (int p = 0; p < NP; ++p) {
       // decode streams each panel from memory once: one prefetch per 64-byte line, kPrefetchAhead lines ahead,
       // into L2 (locality 2: prefetcht1)
-      if (kStream) __builtin_prefetch(w + p * panel_stride + (k + kPrefetchAhead) * kPanelWidth, 0, 2);
+      if (kStream && MR > 1) __builtin_prefetch(w + p * panel_stride + (k + kPrefetchAhead) * kPanelWidth, 0, 2);
       b[p][0] = load8(w + p * panel_stride + k * kPanelWidth);
       b[p][1] = load8(w + p * panel_stride + k * kPanelWidth + 8);
     }
@@ -101,9 +102,11 @@ template <int MR, bool kStream>
 __attribute__((always_inline)) inline void short_tiles(float* out, long ldo, const float* inp, long ldi,
                                                        const float* w, long panel_stride, int kc, int p0, int p1,
                                                        int OC, const float* bias, bool load_out) {
-  // One row over two panels, not six: at batch 1 the tile waits on memory, not on FMAs, and six interleaved
-  // streams read at 65-85% of the bandwidth where two read at 95-100% (benchmarked on 100 MB of weights).
-  constexpr int kPanels = MR == 1 ? 2 : (kSums / (2 * MR) > 0 ? kSums / (2 * MR) : 1);
+  // One row over one panel, not six: at batch 1 the tile waits on memory, not on FMAs. Panels lie one after
+  // another, so a thread then reads its chunk as one sequential stream, with no software prefetch: the probe's
+  // pattern. Decode reached 94-95% of the probed bandwidth at 47-52 GB/s this way, 85-87% over two panels with
+  // no prefetch, 73-79% over two with prefetches (in alternation with the probe); six streams read at 65-85%.
+  constexpr int kPanels = MR == 1 ? 1 : (kSums / (2 * MR) > 0 ? kSums / (2 * MR) : 1);
   for (int p = p0; p < p1; p += kPanels) {
     const int np = std::min(kPanels, p1 - p);
     const int last_cols = std::min(kPanelWidth, OC - (p + np - 1) * kPanelWidth);
@@ -198,7 +201,7 @@ __attribute__((always_inline)) inline void panel_range(const PanelProduct& pp, i
 inline int decode_chunk(const PanelProduct& pp) {
   if (pp.N >= kRowTile) return decode_group(pp);
   const long panel_bytes = static_cast<long>(pp.K) * kPanelWidth * sizeof(float);
-  return static_cast<int>(std::max<long>(2, kStreamChunkBytes / panel_bytes));
+  return static_cast<int>(std::max<long>(1, kStreamChunkBytes / panel_bytes));
 }
 
 }  // namespace
