@@ -27,8 +27,8 @@ constexpr int kStreamRows = 16;       // up to this many rows (decode) the weigh
 static_assert(kPackMinRows == kStreamRows + 1, "the rows are packed exactly when they are not streamed");
 constexpr long kStreamGroupBytes = 512 * 1024;  // ... a group of whole panels at a time, so that it stays in L2
 // Lines (16 KiB) ahead per panel stream, into L2, for 2-16 rows: 32 lines into L1 left batch 2-8 decode waiting on
-// memory (batch 8 took 1.9x the time of batch 1 in a kernel benchmark; with these prefetches, 1.3x). One row reads
-// a single stream, which the hardware prefetcher alone follows best (below).
+// memory (batch 8 took 1.9x the time of batch 1 in a kernel benchmark; with these prefetches, 1.3x), and without
+// any, batch 4-5 took 1.5x longer. One row reads fastest with the hardware prefetcher alone (short_tiles).
 constexpr int kPrefetchAhead = 256;
 
 // The first n of 8 floats (n < 8 only in a ragged last panel, whose missing outputs read as zero and are never
@@ -97,16 +97,17 @@ __attribute__((always_inline)) inline void tile(float* out, long ldo, const floa
     }
 }
 
-// Fewer than kRowTile rows: as many panels as keep kSums sums in flight (2 rows x 3 panels ... 5 rows x 1).
+// Fewer than kRowTile rows. From L2 (prefill's last rows): as many panels as keep kSums sums in flight (2 rows x
+// 3 panels ... 5 rows x 1). Streamed (decode): one panel at a time, whatever the rows. A decode tile waits on
+// memory, not on FMAs, and panels lie one after another, so a thread then reads its chunk as one sequential
+// stream, the probe's pattern. At batch 1 (no software prefetch, see tile) decode reached 94-95% of the probed
+// bandwidth at 47-52 GB/s this way, 85-87% over two panels, 73-79% over two with prefetches; batch 2 91-96%, where
+// three prefetched panels read at 76% (all in alternation with the probe).
 template <int MR, bool kStream>
 __attribute__((always_inline)) inline void short_tiles(float* out, long ldo, const float* inp, long ldi,
                                                        const float* w, long panel_stride, int kc, int p0, int p1,
                                                        int OC, const float* bias, bool load_out) {
-  // One row over one panel, not six: at batch 1 the tile waits on memory, not on FMAs. Panels lie one after
-  // another, so a thread then reads its chunk as one sequential stream, with no software prefetch: the probe's
-  // pattern. Decode reached 94-95% of the probed bandwidth at 47-52 GB/s this way, 85-87% over two panels with
-  // no prefetch, 73-79% over two with prefetches (in alternation with the probe); six streams read at 65-85%.
-  constexpr int kPanels = MR == 1 ? 1 : (kSums / (2 * MR) > 0 ? kSums / (2 * MR) : 1);
+  constexpr int kPanels = kStream ? 1 : MR == 1 ? 2 : kSums / (2 * MR);
   for (int p = p0; p < p1; p += kPanels) {
     const int np = std::min(kPanels, p1 - p);
     const int last_cols = std::min(kPanelWidth, OC - (p + np - 1) * kPanelWidth);
