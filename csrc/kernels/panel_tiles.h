@@ -159,13 +159,18 @@ __attribute__((always_inline)) inline void panel_passes(const PanelProduct& pp, 
             }
           }
         }
-        // ... then the remaining rows over the whole group, while its pieces are still in L2
+        // ... then the remaining rows over the whole group, while its pieces are still in L2 (tiles of several
+        // panels); with no 6-row tiles before them (decode of 1-5 rows) they stream it from memory instead
         float* o = pp.out + full_end * ldo;
         const float* in = pp.inp + full_end * ldi + k0;
         switch (m1 - full_end) {
-#define KVCACHE_SHORT(MR)                                                                              \
-  case MR:                                                                                             \
-    short_tiles<MR, kStream>(o, ldo, in, ldi, w, panel_stride, kc, g0, g1, OC, pass_bias, load_out); \
+#define KVCACHE_SHORT(MR)                                                                                \
+  case MR:                                                                                               \
+    if (kStream && full_end == m0) {                                                                     \
+      short_tiles<MR, true>(o, ldo, in, ldi, w, panel_stride, kc, g0, g1, OC, pass_bias, load_out);      \
+    } else {                                                                                             \
+      short_tiles<MR, false>(o, ldo, in, ldi, w, panel_stride, kc, g0, g1, OC, pass_bias, load_out);     \
+    }                                                                                                    \
     break;
           KVCACHE_SHORT(1)
           KVCACHE_SHORT(2)
