@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "multiversion.h"
 
@@ -13,17 +14,35 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
+// 8-float vectors (GCC vector extension; the baseline clones split each into SSE halves).
+typedef float Vec8 __attribute__((vector_size(32)));
+
+// Four independent vector sums: with one (an `omp simd` reduction), the adds' latency capped a core at 32 bytes
+// per 3-4 cycles, and a decode step's weight stream read up to 17% faster than the probe on a good minute.
 KVCACHE_MULTIVERSION
 float sum_range(const float* data, std::size_t begin, std::size_t end) {
+  auto load = [data](std::size_t at) {
+    Vec8 v;
+    std::memcpy(&v, data + at, sizeof v);
+    return v;
+  };
+  Vec8 s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  std::size_t i = begin;
+  for (; i + 32 <= end; i += 32) {
+    s0 += load(i);
+    s1 += load(i + 8);
+    s2 += load(i + 16);
+    s3 += load(i + 24);
+  }
+  const Vec8 total = (s0 + s1) + (s2 + s3);
   float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (std::size_t i = begin; i < end; ++i) sum += data[i];
+  for (int j = 0; j < 8; ++j) sum += total[j];
+  for (; i < end; ++i) sum += data[i];
   return sum;
 }
 
 // 12 independent chains of 8-float vectors held in registers: enough in flight to cover the FMA latency on two
-// ports (GCC vector extension; the baseline clone splits each into SSE halves).
-typedef float Vec8 __attribute__((vector_size(32)));
+// ports.
 
 KVCACHE_MULTIVERSION
 float fma_chains(long iterations) {
