@@ -102,7 +102,7 @@ __attribute__((always_inline)) inline void tile(float* out, long ldo, const floa
 // memory, not on FMAs, and panels lie one after another, so a thread then reads its chunk as one sequential
 // stream, the probe's pattern. At batch 1 (no software prefetch, see tile) decode reached 94-95% of the probed
 // bandwidth at 47-52 GB/s this way, 85-87% over two panels, 73-79% over two with prefetches; batch 2 91-96%, where
-// three prefetched panels read at 76% (all in alternation with the probe).
+// three prefetched panels read at 76% (all in alternation with the probe, before its fix in probes.cc).
 template <int MR, bool kStream>
 __attribute__((always_inline)) inline void short_tiles(float* out, long ldo, const float* inp, long ldi,
                                                        const float* w, long panel_stride, int kc, int p0, int p1,
