@@ -285,12 +285,9 @@ void GPT2Weights::build_matrices(WeightType type) {
 std::size_t GPT2Weights::compute_nbytes() const {
   const std::size_t C = config_.n_embd, V = config_.n_vocab, L = config_.n_layer;
   const std::size_t matrix_elements = L * 12 * C * C + V * C;  // c_attn 3C^2, attn_proj C^2, c_fc 4C^2, mlp_proj 4C^2
-  std::size_t per_element = 4, scale_bytes = 0;
-  if (weight_type_ == WeightType::BF16) per_element = 2;
-  if (weight_type_ == WeightType::I8) {
-    per_element = 1;
-    scale_bytes = (L * (3 * C + C + 4 * C + C) + V) * sizeof(float);
-  }
+  const auto per_element = static_cast<std::size_t>(element_bytes(weight_type_));
+  std::size_t scale_bytes = 0;
+  if (weight_type_ == WeightType::I8) scale_bytes = (L * (3 * C + C + 4 * C + C) + V) * sizeof(float);
   // everything else (embeddings, biases, layernorms) stays float32; a tied wte is counted once, as the lm_head
   const std::size_t rest = nbytes() - matrix_elements * sizeof(float);
   return matrix_elements * per_element + scale_bytes + rest;

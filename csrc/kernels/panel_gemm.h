@@ -4,9 +4,10 @@
 // floats of weight[k][16p .. 16p + 15] one after another for k = 0 .. K - 1 (Conv1D's own (in, out) layout, cut
 // into column strips; a last ragged strip is padded with zeros). One kernel serves every number of rows:
 //  - decode (1-16 rows): the panels are streamed once, from memory, each thread taking chunks of its own
-//    contiguous share and then of the back of the slower one's (stream_split.h), with one register tile of
-//    rows x panels (2 x 3, 3 x 2, 4-6 x 1: 8-12 sums in flight; 1 x 1 at batch 1, where memory, not the FMAs,
-//    is the limit), so batch 8 costs little more weight traffic than batch 1;
+//    contiguous share and then of the back of the slower one's (stream_split.h). Up to 6 rows share one panel
+//    at a time (a single sequential stream per thread, as memory, not the FMAs, is the limit); rows beyond 6
+//    then re-read each group of panels from L2, several panels per tile. So batch 8 costs little more weight
+//    traffic than batch 1;
 //  - prefill (many rows): the same tiles, blocked so that a (kKBlock, 16) piece of a panel stays in L1 while
 //    every 6-row block of activations, packed into a micro-panel, passes over it (BLIS' loop order, with the
 //    weights packed once at load instead of at every call).
@@ -55,7 +56,7 @@ struct PanelProduct {
   bool accumulate;
   // Many rows (prefill): room for packed_inp_size(N, K) floats, where each full block of kPackedRows rows is first
   // packed into a (K, kPackedRows) micro-panel, so that a tile reads its rows' inputs as one stream. Rows at K
-  // floats apart mapped to the same few L1 sets (all six at K = 3072) and the tile ran 8% slower. Null: in place.
+  // floats apart mapped to the same few L1 sets (all six at K = 3072) and a prefill ran 8% slower. Null: in place.
   float* packed_inp = nullptr;
 };
 void panel_gemm(const PanelProduct& product, bool avx2 = true);
