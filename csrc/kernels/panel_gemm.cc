@@ -1,6 +1,5 @@
 #include "panel_gemm.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -78,18 +77,13 @@ void panel_gemm(const PanelProduct& product, bool avx2) {
     parallel_stream(panels, decode_chunk(product), [&](int p0, int p1) { range(product, p0, p1); });
     return;
   }
-#pragma omp parallel
-  {
-    if (product.packed_inp != nullptr) {
-#pragma omp for schedule(static)
-      for (int block = 0; block < product.N / kPackedRows; ++block) pack_rows(product, block);
-    }  // (the loop's barrier: every block is packed before any tile reads one)
-    // equal contiguous shares of the panels: each thread streams its own region of the weights
-    const int threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int p0 = static_cast<int>(static_cast<long>(panels) * t / threads);
-    const int p1 = static_cast<int>(static_cast<long>(panels) * (t + 1) / threads);
-    if (p0 < p1) range(product, p0, p1);
+  if (product.packed_inp != nullptr) {
+#pragma omp parallel for schedule(static)
+    for (int block = 0; block < product.N / kPackedRows; ++block) pack_rows(product, block);
   }
+  // a prefill evens out its threads too: 3% faster, in eight alternating pairs out of nine, though every chunk
+  // reads the packed rows again
+  parallel_stream(panels, kPrefillChunk, [&](int p0, int p1) { range(product, p0, p1); });
 }
 
 }  // namespace kvcache::kernels

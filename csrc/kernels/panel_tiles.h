@@ -23,6 +23,7 @@ constexpr int kKBlock = 256;    // inputs per pass: a (256, 16) panel piece is 1
 constexpr int kRowBlock = 85 * kRowTile;  // rows per pass: their (510, 256) activations, 510 KiB, stay in L2
 static_assert(kRowBlock % kRowTile == 0, "a pass's 6-row tiles must be the packed blocks (packed_inp)");
 constexpr int kPanelGroup = 6;  // panels whose pieces all rows visit before the next: 96 KiB, in L2
+constexpr int kPrefillChunk = 2 * kPanelGroup;  // panels a prefill thread takes at a time (stream_split.h)
 constexpr int kStreamRows = 16;       // up to this many rows (decode) the weights stream from memory ...
 static_assert(kPackMinRows == kStreamRows + 1, "the rows are packed exactly when they are not streamed");
 constexpr long kStreamGroupBytes = 512 * 1024;  // ... a group of whole panels at a time, so that it stays in L2

@@ -1,4 +1,5 @@
-// How the threads of a memory-bound product (decode) share its work items (panels or weight rows).
+// How the threads of a product share its work items (panels or weight rows): every decode product, and the
+// panels of a prefill.
 //
 // Each thread starts on its own contiguous share, so that it reads its part of the weights as one long sequential
 // stream, and takes it in chunks from the front. A thread whose share runs out takes chunks from the back of the
