@@ -38,11 +38,11 @@ void Workspace::reserve(const GPT2Weights& weights, int n_tokens, int n_logits, 
   // attention scores: one row per thread when decoding, a (T, max_seq_len) block per thread in prefill
   const int T = std::min(n_tokens, max_seq_len);
   grow(scratch, omp_get_max_threads(), static_cast<int>(attention_scratch_floats(T, max_seq_len, config.head_dim())));
-  // the largest any product of this pass needs (none for a decode step)
-  const LayerWeights& layer = weights.h[0];
-  const auto scratch_floats = static_cast<size_t>(std::max({kernels::matmul_scratch_size(layer.c_attn, n_tokens, C),
-                                                            kernels::matmul_scratch_size(layer.mlp_proj, n_tokens, 4 * C),
-                                                            kernels::matmul_scratch_size(weights.lm_head_matrix, n_logits, C)}));
+  // the largest any product of this pass needs (none for a decode step): the layers' widest input, mlp_proj's 4C
+  // (every layer matrix has the same storage), or the lm_head's
+  const auto scratch_floats = static_cast<size_t>(
+      std::max(kernels::matmul_scratch_size(weights.h[0].mlp_proj, n_tokens, 4 * C),
+               kernels::matmul_scratch_size(weights.lm_head_matrix, n_logits, C)));
   if (matmul_scratch.size() < scratch_floats) matmul_scratch.resize({scratch_floats});
   if (positions.size() < static_cast<size_t>(n_tokens)) positions.resize(n_tokens);
 }

@@ -73,17 +73,11 @@ void panel_gemm(float* out, const float* inp, const float* packed, const float* 
 void panel_gemm(const PanelProduct& product, bool avx2) {
   const int panels = static_cast<int>(panel_count(product.OC));
   const auto range = avx2 && avx2_fma_available() ? panel_range_avx2 : panel_range_portable;
-  if (product.N <= kStreamRows) {  // decode: memory-bound, so the threads even out their streams' speeds
-    parallel_stream(panels, decode_chunk(product), [&](int p0, int p1) { range(product, p0, p1); });
-    return;
-  }
   if (product.packed_inp != nullptr) {
 #pragma omp parallel for schedule(static)
     for (int block = 0; block < product.N / kPackedRows; ++block) pack_rows(product, block);
   }
-  // a prefill evens out its threads too: 3% faster, in eight alternating pairs out of nine, though every chunk
-  // reads the packed rows again
-  parallel_stream(panels, kPrefillChunk, [&](int p0, int p1) { range(product, p0, p1); });
+  parallel_stream(panels, chunk_panels(product), [&](int p0, int p1) { range(product, p0, p1); });
 }
 
 }  // namespace kvcache::kernels

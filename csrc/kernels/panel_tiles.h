@@ -204,8 +204,11 @@ __attribute__((always_inline)) inline void panel_range(const PanelProduct& pp, i
   panel_passes<true>(pp, p0, p1, pp.K, group);
 }
 
-// Panels a decode thread takes at a time (stream_split.h): long sequential reads, and whole groups.
-inline int decode_chunk(const PanelProduct& pp) {
+// Panels a thread takes at a time (stream_split.h). Decode: long sequential reads, and whole groups. Prefill: two
+// groups (evening out the threads made it 3% faster, in eight alternating pairs out of nine, though every chunk
+// reads the packed rows again).
+inline int chunk_panels(const PanelProduct& pp) {
+  if (pp.N > kStreamRows) return kPrefillChunk;
   if (pp.N >= kRowTile) return decode_group(pp);
   const long panel_bytes = static_cast<long>(pp.K) * kPanelWidth * sizeof(float);
   return static_cast<int>(std::max<long>(1, kStreamChunkBytes / panel_bytes));

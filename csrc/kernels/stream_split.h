@@ -6,7 +6,7 @@
 // share with the most left. Why not fixed shares: on a shared machine one core often streams a little slower than
 // the other, and the fast one then waited at the end of every product (9% of the matmul time, measured at batch 1
 // and 8). Why not schedule(dynamic): chunks dealt in turn interleave the two threads' streams across the matrix,
-// and batch 1 decode slowed down by 10-30%.
+// and batch 1 decode slowed down by 8-36%.
 //
 // Which thread computes an item never changes its result: every item is computed whole by one thread.
 #pragma once
