@@ -4,7 +4,8 @@
     python benchmarks/speed.py --model DIR --threads 2 --out results/speed.json
 
 Decode is memory-bound: at batch 1 each token reads every weight once, so tokens/s <= read bandwidth / weight bytes
-(the roofline). Prefill is compute-bound: its FLOPs are set against the FMA peak. Both limits are probed here, on
+(the roofline); a batch of b rows reads them once too, so its roofline is min(b x that, FMA peak / FLOPs per token).
+Prefill is compute-bound: its FLOPs are set against the FMA peak. Both limits are probed here, on
 the same cores, just before the engine is timed; transformers' GPT2LMHeadModel runs on the same weights and threads.
 The machine is shared and noisy: each limit is probed in alternation with the engine measurement it bounds, and
 both are reported as medians; whole generations (ours and transformers') as best of three.
@@ -77,11 +78,36 @@ def in_rounds(measures: dict, rounds: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def batch_scaling(model: GPT2, batches=(1, 2, 4, 8), rounds: int = 6, steps: int = 8) -> dict:
-    """Decode tokens/s per batch size, the sizes stepped in rounds."""
-    measures = {b: (lambda b=b: step_times(model, [filler_prompt(model, 8, r) for r in range(b)], steps))
+def decode_flops_per_token(config, position: int) -> float:
+    """Multiply-adds x 2 of one decoded token: every linear layer and the lm_head once, attention over `position`
+    cached positions (q.k and p.v)."""
+    C, L = config.n_embd, config.n_layer
+    return 2 * (12 * L * C * C + C * config.n_vocab) + 4 * L * C * position
+
+
+def batch_scaling(model: GPT2, fma_peak: float, batches=(1, 2, 4, 6, 8), rounds: int = 6, steps: int = 8,
+                  prompt_len: int = 8) -> dict:
+    """Decode tokens/s per batch size against that batch's roofline, min(batch x bandwidth / weight bytes,
+    FMA peak / FLOPs per token): a step reads the weights once whatever the batch, so throughput can grow
+    linearly with the batch until the FMAs, not the memory, are the limit. The sizes are stepped in rounds with
+    the bandwidth probe, so every ratio is taken under the same share of the machine."""
+    measures = {b: (lambda b=b: step_times(model, [filler_prompt(model, prompt_len, r) for r in range(b)], steps))
                 for b in batches}
-    return {b: b / step for b, step in in_rounds(measures, rounds).items()}
+    probe = bandwidth_probe()
+    measures["bandwidth"] = lambda: [1.0 / probe()]  # seconds per byte, so that in_rounds' median applies
+    medians = in_rounds(measures, rounds)
+    bandwidth = 1.0 / medians.pop("bandwidth")
+    flops = decode_flops_per_token(model.config, prompt_len + steps // 2)
+    memory_limit, compute_limit = bandwidth / model.weights_nbytes, fma_peak / flops
+    rows = {}
+    for b, step in medians.items():
+        tokens_per_s, roofline = b / step, min(b * memory_limit, compute_limit)
+        rows[b] = {"tokens_per_s": tokens_per_s, "vs_batch_1": tokens_per_s * medians[1],
+                   "roofline_tokens_per_s": roofline, "fraction_of_roofline": tokens_per_s / roofline,
+                   "bound": "memory" if b * memory_limit <= compute_limit else "compute",
+                   "fraction_of_fma_peak": tokens_per_s * flops / fma_peak}
+    return {"read_bandwidth_GBps": bandwidth / 1e9, "flops_per_token": flops,
+            "compute_bound_from_batch": compute_limit / memory_limit, "batches": rows}
 
 
 def alternating_step_times(generators: dict, steps: int) -> dict:
@@ -165,7 +191,7 @@ def main(argv=None) -> dict:
     fma_peak, prefill_s = interleaved(5, lambda: kernels.probe_fma_peak(0.3), lambda: prefill_seconds(model, 512))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes
-    scaling = batch_scaling(model)
+    scaling = batch_scaling(model, fma_peak)
     near, far = step_latencies(model, 10, 1000)
     prompt, n_new = filler_prompt(model, 8), 64
     ours_s = generation_seconds_ours(model, prompt, n_new)
@@ -176,7 +202,8 @@ def main(argv=None) -> dict:
                     "python": sys.version.split()[0], "kvcache": kvcache.__version__, **machine},
         "model": {"dir": os.path.abspath(directory), "weights_bytes": weight_bytes, "config": repr(model.config)},
         "decode_tokens_per_s": {1: 1.0 / step_s},
-        "batch_decode_tokens_per_s": scaling,
+        "batch_decode_tokens_per_s": {b: row["tokens_per_s"] for b, row in scaling["batches"].items()},
+        "batch_decode": scaling,
         "decode_roofline_tokens_per_s": roofline,
         "decode_fraction_of_roofline": 1.0 / step_s / roofline,
         "achieved_bandwidth_GBps": weight_bytes / step_s / 1e9,
@@ -202,7 +229,7 @@ def write_json(path: str, results: dict) -> None:
 
 
 def report(r: dict) -> str:
-    bs = r["batch_decode_tokens_per_s"]
+    bs, batch = r["batch_decode_tokens_per_s"], r["batch_decode"]
     m, d, lat, pre, gen = r["machine"], r["decode_tokens_per_s"], r["step_latency_ms"], r["prefill_512"], \
         r["generate_64_tokens_seconds"]
     rows = [
@@ -217,8 +244,12 @@ def report(r: dict) -> str:
          f"{pre['fraction_of_fma_peak']:.0%} of FMA peak", ">= 60%"),
         ("step latency position 1000 / 10", f"{lat['position_1000']:.1f} ms / {lat['position_10']:.1f} ms",
          f"{lat['ratio']:.2f}x (bytes read: {lat['bytes_read_ratio']:.2f}x)", "<= 1.3x"),
-        ("decode batch 1 / 2 / 4 / 8 (in rounds)", " / ".join(f"{bs[b]:.0f}" for b in (1, 2, 4, 8)) + " tokens/s",
-         " / ".join(f"{bs[b] / bs[1]:.1f}x" for b in (1, 2, 4, 8)), "~linear"),
+        (f"decode batch {' / '.join(map(str, bs))} (in rounds)", " / ".join(f"{v:.0f}" for v in bs.values())
+         + " tokens/s = " + " / ".join(f"{v / bs[1]:.1f}x" for v in bs.values()) + " batch 1",
+         " / ".join(f"{row['fraction_of_roofline']:.0%}" for row in batch["batches"].values())
+         + f" of the batch roofline (compute-bound from batch {batch['compute_bound_from_batch']:.1f}); FMAs at "
+         + " / ".join(f"{row['fraction_of_fma_peak']:.0%}" for row in batch["batches"].values()) + " of peak",
+         "~linear"),
     ]
     lines = ["| measure | value | against the limit | target |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {t} |" for a, b, c, t in rows]
