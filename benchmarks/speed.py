@@ -85,15 +85,14 @@ def decode_flops_per_token(config, position: int) -> float:
     return 2 * (12 * L * C * C + C * config.n_vocab) + 4 * L * C * position
 
 
-def batch_scaling(model: GPT2, fma_peak: float, batches=(1, 2, 4, 6, 8), rounds: int = 6, steps: int = 8,
-                  prompt_len: int = 8) -> dict:
+def batch_scaling(model: GPT2, probe, fma_peak: float, batches=(1, 2, 4, 6, 8), rounds: int = 6,
+                  steps: int = 8, prompt_len: int = 8) -> dict:
     """Decode tokens/s per batch size against that batch's roofline, min(batch x bandwidth / weight bytes,
     FMA peak / FLOPs per token): a step reads the weights once whatever the batch, so throughput can grow
     linearly with the batch until the FMAs, not the memory, are the limit. The sizes are stepped in rounds with
     the bandwidth probe, so every ratio is taken under the same share of the machine."""
     measures = {b: (lambda b=b: step_times(model, [filler_prompt(model, prompt_len, r) for r in range(b)], steps))
                 for b in batches}
-    probe = bandwidth_probe()
     measures["bandwidth"] = lambda: [1.0 / probe()]  # seconds per byte, so that in_rounds' median applies
     medians = in_rounds(measures, rounds)
     bandwidth = 1.0 / medians.pop("bandwidth")
@@ -104,7 +103,6 @@ def batch_scaling(model: GPT2, fma_peak: float, batches=(1, 2, 4, 6, 8), rounds:
         tokens_per_s, roofline = b / step, min(b * memory_limit, compute_limit)
         rows[b] = {"tokens_per_s": tokens_per_s, "vs_batch_1": tokens_per_s * medians[1],
                    "roofline_tokens_per_s": roofline, "fraction_of_roofline": tokens_per_s / roofline,
-                   "bound": "memory" if b * memory_limit <= compute_limit else "compute",
                    "fraction_of_fma_peak": tokens_per_s * flops / fma_peak}
     return {"read_bandwidth_GBps": bandwidth / 1e9, "flops_per_token": flops,
             "compute_bound_from_batch": compute_limit / memory_limit, "batches": rows}
@@ -187,11 +185,12 @@ def main(argv=None) -> dict:
     weight_bytes = model.weights_nbytes
 
     decode_tokens_per_s(model, 1, steps=8)  # warm-up: page the weights in, start the threads
-    bandwidth, step_s = interleaved(7, bandwidth_probe(), lambda: step_times(model, [filler_prompt(model, 8)], 12))
+    probe = bandwidth_probe()
+    bandwidth, step_s = interleaved(7, probe, lambda: step_times(model, [filler_prompt(model, 8)], 12))
     fma_peak, prefill_s = interleaved(5, lambda: kernels.probe_fma_peak(0.3), lambda: prefill_seconds(model, 512))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes
-    scaling = batch_scaling(model, fma_peak)
+    scaling = batch_scaling(model, probe, fma_peak)
     near, far = step_latencies(model, 10, 1000)
     prompt, n_new = filler_prompt(model, 8), 64
     ours_s = generation_seconds_ours(model, prompt, n_new)
@@ -202,7 +201,6 @@ def main(argv=None) -> dict:
                     "python": sys.version.split()[0], "kvcache": kvcache.__version__, **machine},
         "model": {"dir": os.path.abspath(directory), "weights_bytes": weight_bytes, "config": repr(model.config)},
         "decode_tokens_per_s": {1: 1.0 / step_s},
-        "batch_decode_tokens_per_s": {b: row["tokens_per_s"] for b, row in scaling["batches"].items()},
         "batch_decode": scaling,
         "decode_roofline_tokens_per_s": roofline,
         "decode_fraction_of_roofline": 1.0 / step_s / roofline,
@@ -229,7 +227,7 @@ def write_json(path: str, results: dict) -> None:
 
 
 def report(r: dict) -> str:
-    bs, batch = r["batch_decode_tokens_per_s"], r["batch_decode"]
+    batch = r["batch_decode"]["batches"]
     m, d, lat, pre, gen = r["machine"], r["decode_tokens_per_s"], r["step_latency_ms"], r["prefill_512"], \
         r["generate_64_tokens_seconds"]
     rows = [
@@ -244,11 +242,12 @@ def report(r: dict) -> str:
          f"{pre['fraction_of_fma_peak']:.0%} of FMA peak", ">= 60%"),
         ("step latency position 1000 / 10", f"{lat['position_1000']:.1f} ms / {lat['position_10']:.1f} ms",
          f"{lat['ratio']:.2f}x (bytes read: {lat['bytes_read_ratio']:.2f}x)", "<= 1.3x"),
-        (f"decode batch {' / '.join(map(str, bs))} (in rounds)", " / ".join(f"{v:.0f}" for v in bs.values())
-         + " tokens/s = " + " / ".join(f"{v / bs[1]:.1f}x" for v in bs.values()) + " batch 1",
-         " / ".join(f"{row['fraction_of_roofline']:.0%}" for row in batch["batches"].values())
-         + f" of the batch roofline (compute-bound from batch {batch['compute_bound_from_batch']:.1f}); FMAs at "
-         + " / ".join(f"{row['fraction_of_fma_peak']:.0%}" for row in batch["batches"].values()) + " of peak",
+        (f"decode batch {' / '.join(map(str, batch))} (in rounds)",
+         " / ".join(f"{row['tokens_per_s']:.0f}" for row in batch.values()) + " tokens/s = "
+         + " / ".join(f"{row['vs_batch_1']:.1f}x" for row in batch.values()) + " batch 1",
+         " / ".join(f"{row['fraction_of_roofline']:.0%}" for row in batch.values())
+         + f" of the batch roofline (compute-bound from batch {r['batch_decode']['compute_bound_from_batch']:.1f});"
+         + " FMAs at " + " / ".join(f"{row['fraction_of_fma_peak']:.0%}" for row in batch.values()) + " of peak",
          "~linear"),
     ]
     lines = ["| measure | value | against the limit | target |", "|---|---|---|---|"]
