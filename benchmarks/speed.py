@@ -78,11 +78,16 @@ def in_rounds(measures: dict, rounds: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def decode_flops_per_token(config, position: int) -> float:
-    """Multiply-adds x 2 of one decoded token: every linear layer and the lm_head once, attention over `position`
-    cached positions (q.k and p.v)."""
+def forward_flops(config, rows: int, attended: float) -> float:
+    """Multiply-adds x 2 of a forward pass over `rows` tokens that together attend to `attended` (query, key)
+    pairs (q.k and p.v), with the lm_head over one row: the logits generation computes."""
     C, L = config.n_embd, config.n_layer
-    return 2 * (12 * L * C * C + C * config.n_vocab) + 4 * L * C * position
+    return L * (24 * rows * C * C + 4 * attended * C) + 2 * C * config.n_vocab
+
+
+def decode_flops_per_token(config, position: int) -> float:
+    """One decoded token, attending to `position` cached positions."""
+    return forward_flops(config, 1, position)
 
 
 def batch_scaling(model: GPT2, probe, fma_peak: float, batches=(1, 2, 4, 6, 8), rounds: int = 6,
@@ -144,9 +149,8 @@ def prefill_seconds(model: GPT2, prompt_len: int) -> list:
 
 
 def prefill_flops(config, T: int) -> float:
-    """Multiply-adds x 2 of a causal prefill: the linear layers, attention over the causal half, one lm_head row."""
-    C, L = config.n_embd, config.n_layer
-    return L * (24 * T * C * C + 2 * T * T * C) + 2 * C * config.n_vocab
+    """A causal prefill of T tokens: attention over the causal half of the (T, T) pairs."""
+    return forward_flops(config, T, T * T / 2)
 
 
 def generation_seconds_ours(model: GPT2, prompt: list, n: int, repeats: int = 3) -> float:
