@@ -33,7 +33,7 @@ def test_use_cache_false_gives_the_same_tokens(checkpoint, mode, lengths):
 
 # ---- batching ----------------------------------------------------------------------------------------------------
 
-# up to 8 rows a decode step takes the small-row kernels, beyond that BLAS
+# 3, 4 and 10 rows: decode steps on different tiles of the float32 kernel (panel_tiles.h), ragged prompts on top
 @pytest.mark.parametrize("lengths", [[6, 6, 6], [1, 12, 5, 30], [4] * 10, [2, 9, 4, 1, 7, 3, 11, 5, 6, 8]],
                          ids=["equal", "ragged", "equal-10", "ragged-10"])
 def test_batch_rows_match_prompts_generated_alone(tiny, lengths):

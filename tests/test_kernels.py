@@ -26,12 +26,13 @@ def rand(rng, *shape):
 
 
 # Weights are given output-major (OC, K) and stored as the model stores them: float32 in panels of 16 outputs
-# (one kernel for every row count: register tiles of 2-5 rows over 3-1 panels, and of 1 or 6 rows over one), 16/8-bit
+# (one kernel for every row count: register tiles of 2-5 rows over 3-1 panels, of 1 or 6 rows over one, and for
+# 7-11 decode rows two row blocks over 64-input pieces of one panel, K not always a multiple of 64), 16/8-bit
 # output-major (the streaming kernel up to 16 rows, BLAS above). The shapes cover every tile, ragged last panels
 # (OC not a multiple of 16), several passes over K (K > 256) and over rows (N > 512). The lm_head shape
 # (1, 768, 50257) is the largest product of a decode step.
 SHAPES = [(1, 1, 1), (1, 64, 192), (1, 768, 2304), (1, 768, 50257), (2, 300, 97), (3, 5, 17), (4, 48, 211),
-          (5, 20, 40), (6, 70, 33), (7, 33, 65), (8, 3072, 768), (9, 256, 100), (11, 513, 200), (13, 100, 55),
+          (5, 20, 40), (6, 70, 33), (7, 33, 65), (8, 3072, 768), (9, 256, 100), (10, 130, 49), (11, 513, 200), (13, 100, 55),
           (16, 40, 37), (64, 128, 512), (130, 768, 3072), (520, 300, 50)]
 
 
@@ -89,11 +90,12 @@ def test_float32_panel_kernel_portable_build_matches_the_avx2_one(N, K, OC):
 @pytest.mark.parametrize("K, OC", [(768, 2304), (300, 97), (40, 37)])
 def test_float32_rows_do_not_depend_on_the_rows_beside_them(K, OC):
     """Every tile sums an output in the same order (k = 0 .. K-1), so a row's products are the same bits alone, in
-    a batch of 8 (tiles of 6 + 2 rows) or in a prefill of 23 rows: batching never changes a token."""
+    a decode batch of 7-11 (two row blocks over 64-input pieces), of 12 (6 rows, then 6 over a group of panels) or
+    in a prefill of 23 rows: batching never changes a token."""
     rng = np.random.default_rng(K + OC)
     inp, weight, bias = rand(rng, 23, K), rand(rng, OC, K), rand(rng, OC)
     together = kernels.linear(inp, weight, bias)
-    for n in (1, 2, 5, 8):
+    for n in (1, 2, 5, 6, 7, 8, 9, 10, 11, 12):
         np.testing.assert_array_equal(kernels.linear(inp[:n], weight, bias), together[:n])
     np.testing.assert_array_equal(kernels.linear(inp[17:18], weight, bias), together[17:18])
 

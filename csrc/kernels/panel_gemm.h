@@ -5,9 +5,10 @@
 // into column strips; a last ragged strip is padded with zeros). One kernel serves every number of rows:
 //  - decode (1-16 rows): the panels are streamed once, from memory, each thread taking chunks of its own
 //    contiguous share and then of the back of the slower one's (stream_split.h). Up to 6 rows share one panel
-//    at a time (a single sequential stream per thread, as memory, not the FMAs, is the limit); rows beyond 6
-//    then re-read each group of panels from L2, several panels per tile. So batch 8 costs little more weight
-//    traffic than batch 1;
+//    at a time (a single sequential stream per thread, as memory, not the FMAs, is the limit). 7-11 rows run as
+//    two row blocks over each 64-input piece of the panel, the second from L1; at 12-16, rows beyond 6 re-read
+//    each group of panels from L2, several panels per tile. So batch 8 costs little more weight traffic than
+//    batch 1;
 //  - prefill (many rows): the same tiles, blocked so that a (kKBlock, 16) piece of a panel stays in L1 while
 //    every 6-row block of activations, packed into a micro-panel, passes over it (BLIS' loop order, with the
 //    weights packed once at load instead of at every call).

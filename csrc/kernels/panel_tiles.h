@@ -186,6 +186,48 @@ __attribute__((always_inline)) inline void panel_passes(const PanelProduct& pp, 
   }
 }
 
+// Decode of 7-11 rows: two row blocks over one panel at a time, in kDecodeKBlock-input pieces. The first block
+// (4-6 rows, prefetching) streams the piece from memory; the second (the other 3-5 rows) then reads it from L1.
+// The thread still reads its panels as one sequential stream, and the second block's FMAs run between the
+// first block's loads instead of after a whole group of panels, when the memory sat idle (panel_passes).
+// Against the group path below (6 rows streamed, then the rest over a group of panels from L2, while no weights
+// came in), in alternation over the 49 products of a GPT-2 124M step at 2 threads: 0.85-0.93x the time at
+// batch 7-11 while memory read at 31-35 GB/s, 0.95-1.10x while it read at 47-52 GB/s (FMA-bound then: batch 8
+// needs 16 FMAs per 64-byte line of weights). In the model, batch 8 steps took 0.84x the time at the lower
+// bandwidth and 0.94x at the higher. The splits are the faster of those measured: 4+3 over 5+2, 6+4 over 5+5,
+// 5+3 over 4+4; 6+6 was slower than the group path, which keeps 12-16 rows.
+constexpr int kDecodeKBlock = 64;  // a (64, 16) piece: 4 KiB, in L1 when the second block reads it
+constexpr int kSplitMinRows = 7, kSplitMaxRows = 11;
+
+// One row block's piece, as a function of its own: inlined into split_row_panels' loop, GCC 12 kept the 5-row
+// block's sums on the stack (a load and a store around each multiply-add) and batch 8 ran 1.7x slower.
+template <int MR, bool kStream>
+__attribute__((noinline)) void split_piece(float* out, long ldo, const float* inp, long ldi, const float* w,
+                                           long panel_stride, int kc, int last_cols, const float* bias, bool load_out) {
+  tile<MR, 1, kStream>(out, ldo, inp, ldi, w, panel_stride, kc, last_cols, bias, load_out);
+}
+
+template <int R1, int R2>
+__attribute__((always_inline)) inline void split_row_panels(const PanelProduct& pp, int p0, int p1) {
+  const int K = pp.K;
+  const long ldo = pp.ldo, ldi = pp.ldi, panel_stride = pp.panel_stride;
+  for (int p = p0; p < p1; ++p) {
+    const int cols = std::min(kPanelWidth, pp.OC - p * kPanelWidth);
+    const float* wp = pp.packed + p * panel_stride;
+    float* o = pp.out + static_cast<size_t>(p) * kPanelWidth;
+    const float* bp = pp.bias != nullptr ? pp.bias + static_cast<size_t>(p) * kPanelWidth : nullptr;
+    for (int k0 = 0; k0 < K; k0 += kDecodeKBlock) {  // each output still summed in input order, whatever the split
+      const int kc = std::min(kDecodeKBlock, K - k0);
+      const bool first = k0 == 0;
+      const float* b = first ? bp : nullptr;
+      const bool load_out = pp.accumulate || !first;
+      const float* w = wp + static_cast<size_t>(k0) * kPanelWidth;
+      split_piece<R1, true>(o, ldo, pp.inp + k0, ldi, w, panel_stride, kc, cols, b, load_out);
+      split_piece<R2, false>(o + R1 * ldo, ldo, pp.inp + R1 * ldi + k0, ldi, w, panel_stride, kc, cols, b, load_out);
+    }
+  }
+}
+
 // Panels of a decode group (see panel_passes).
 inline int decode_group(const PanelProduct& pp) {
   const long group_panels = kStreamGroupBytes / (static_cast<long>(pp.K) * kPanelWidth * sizeof(float));
@@ -198,18 +240,28 @@ __attribute__((always_inline)) inline void panel_range(const PanelProduct& pp, i
     panel_passes<false>(pp, p0, p1, kKBlock, kPanelGroup);
     return;
   }
-  // Decode: whole panels, so each thread reads its share of the weights in long sequential runs. Rows beyond the
-  // 6-row tiles re-read a group of panels, which must still be in L2 then.
+  // Decode: whole panels, so each thread reads its share of the weights in long sequential runs.
+  switch (pp.N) {
+    case 7: split_row_panels<4, 3>(pp, p0, p1); return;
+    case 8: split_row_panels<5, 3>(pp, p0, p1); return;
+    case 9: split_row_panels<6, 3>(pp, p0, p1); return;
+    case 10: split_row_panels<6, 4>(pp, p0, p1); return;
+    case 11: split_row_panels<6, 5>(pp, p0, p1); return;
+    default: break;
+  }
+  static_assert(kSplitMinRows == 7 && kSplitMaxRows == 11, "the switch above covers 7-11 rows");
+  // 6 or 12-16 rows: rows beyond the 6-row tiles re-read a group of panels, which must still be in L2 then.
   const int group = pp.N < kRowTile ? p1 - p0 : decode_group(pp);
   panel_passes<true>(pp, p0, p1, pp.K, group);
 }
 
-// Panels a thread takes at a time (stream_split.h). Decode: long sequential reads, and whole groups. Prefill: two
+// Panels a thread takes at a time (stream_split.h). Decode: long sequential reads, and whole groups where rows
+// re-read one (6 or 12-16 rows). Prefill: two
 // groups (evening out the threads made it 3% faster, in eight alternating pairs out of nine, though every chunk
 // reads the packed rows again).
 inline int chunk_panels(const PanelProduct& pp) {
   if (pp.N > kStreamRows) return kPrefillChunk;
-  if (pp.N >= kRowTile) return decode_group(pp);
+  if (pp.N >= kRowTile && (pp.N < kSplitMinRows || pp.N > kSplitMaxRows)) return decode_group(pp);
   const long panel_bytes = static_cast<long>(pp.K) * kPanelWidth * sizeof(float);
   return static_cast<int>(std::max<long>(1, kStreamChunkBytes / panel_bytes));
 }
