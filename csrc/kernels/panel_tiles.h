@@ -191,7 +191,7 @@ __attribute__((always_inline)) inline void panel_passes(const PanelProduct& pp, 
 // The thread still reads its panels as one sequential stream, and the second block's FMAs run between the
 // first block's loads instead of after a whole group of panels, when the memory sat idle (panel_passes).
 // Against the group path below (6 rows streamed, then the rest over a group of panels from L2, while no weights
-// came in), in alternation over the 49 products of a GPT-2 124M step at 2 threads: 0.85-0.93x the time at
+// came in), in alternation over the 49 products of a GPT-2 124M step at 2 threads: 0.84-0.90x the time at
 // batch 7-11 while memory read at 31-35 GB/s, 0.95-1.10x while it read at 47-52 GB/s (FMA-bound then: batch 8
 // needs 16 FMAs per 64-byte line of weights). In the model, batch 8 steps took 0.84x the time at the lower
 // bandwidth and 0.94x at the higher. The splits are the faster of those measured: 4+3 over 5+2, 6+4 over 5+5,
