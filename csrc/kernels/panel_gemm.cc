@@ -1,6 +1,5 @@
 #include "panel_gemm.h"
 
-
 #include <algorithm>
 #include <cstddef>
 

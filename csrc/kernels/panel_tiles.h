@@ -256,9 +256,8 @@ __attribute__((always_inline)) inline void panel_range(const PanelProduct& pp, i
 }
 
 // Panels a thread takes at a time (stream_split.h). Decode: long sequential reads, and whole groups where rows
-// re-read one (6 or 12-16 rows). Prefill: two
-// groups (evening out the threads made it 3% faster, in eight alternating pairs out of nine, though every chunk
-// reads the packed rows again).
+// re-read one (6 or 12-16 rows). Prefill: two groups (evening out the threads made it 3% faster, in eight
+// alternating pairs out of nine, though every chunk reads the packed rows again).
 inline int chunk_panels(const PanelProduct& pp) {
   if (pp.N > kStreamRows) return kPrefillChunk;
   if (pp.N >= kRowTile && (pp.N < kSplitMinRows || pp.N > kSplitMaxRows)) return decode_group(pp);
