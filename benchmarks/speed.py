@@ -90,17 +90,20 @@ def decode_flops_per_token(config, position: int) -> float:
     return forward_flops(config, 1, position)
 
 
-def batch_scaling(model: GPT2, probe, fma_peak: float, batches=(1, 2, 4, 6, 8), rounds: int = 6,
+def batch_scaling(model: GPT2, probe, fma_probe, batches=(1, 2, 4, 6, 8), rounds: int = 6,
                   steps: int = 8, prompt_len: int = 8) -> dict:
     """Decode tokens/s per batch size against that batch's roofline, min(batch x bandwidth / weight bytes,
     FMA peak / FLOPs per token): a step reads the weights once whatever the batch, so throughput can grow
     linearly with the batch until the FMAs, not the memory, are the limit. The sizes are stepped in rounds with
-    the bandwidth probe, so every ratio is taken under the same share of the machine."""
+    both probes, so every ratio is taken under the same share of the machine: the FMAs a core gives us swing too
+    (the same register tile, run on our two cores at once, ran 13-33% slower on one of them than on the other)."""
     measures = {b: (lambda b=b: step_times(model, [filler_prompt(model, prompt_len, r) for r in range(b)], steps))
                 for b in batches}
-    measures["bandwidth"] = lambda: [1.0 / probe()]  # seconds per byte, so that in_rounds' median applies
+    # seconds per byte and per FLOP, so that in_rounds' median applies
+    measures["bandwidth"] = lambda: [1.0 / probe()]
+    measures["fma_peak"] = lambda: [1.0 / fma_probe()]
     medians = in_rounds(measures, rounds)
-    bandwidth = 1.0 / medians.pop("bandwidth")
+    bandwidth, fma_peak = 1.0 / medians.pop("bandwidth"), 1.0 / medians.pop("fma_peak")
     flops = decode_flops_per_token(model.config, prompt_len + steps // 2)
     memory_limit, compute_limit = bandwidth / model.weights_nbytes, fma_peak / flops
     rows = {}
@@ -109,7 +112,7 @@ def batch_scaling(model: GPT2, probe, fma_peak: float, batches=(1, 2, 4, 6, 8), 
         rows[b] = {"tokens_per_s": tokens_per_s, "vs_batch_1": tokens_per_s * medians[1],
                    "roofline_tokens_per_s": roofline, "fraction_of_roofline": tokens_per_s / roofline,
                    "fraction_of_fma_peak": tokens_per_s * flops / fma_peak}
-    return {"read_bandwidth_GBps": bandwidth / 1e9, "flops_per_token": flops,
+    return {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9, "flops_per_token": flops,
             "compute_bound_from_batch": compute_limit / memory_limit, "batches": rows}
 
 
@@ -191,10 +194,11 @@ def main(argv=None) -> dict:
     decode_tokens_per_s(model, 1, steps=8)  # warm-up: page the weights in, start the threads
     probe = bandwidth_probe()
     bandwidth, step_s = interleaved(7, probe, lambda: step_times(model, [filler_prompt(model, 8)], 12))
-    fma_peak, prefill_s = interleaved(5, lambda: kernels.probe_fma_peak(0.3), lambda: prefill_seconds(model, 512))
+    fma_probe = lambda: kernels.probe_fma_peak(0.3)
+    fma_peak, prefill_s = interleaved(5, fma_probe, lambda: prefill_seconds(model, 512))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes
-    scaling = batch_scaling(model, probe, fma_peak)
+    scaling = batch_scaling(model, probe, fma_probe)
     near, far = step_latencies(model, 10, 1000)
     prompt, n_new = filler_prompt(model, 8), 64
     ours_s = generation_seconds_ours(model, prompt, n_new)
@@ -250,7 +254,9 @@ def report(r: dict) -> str:
          " / ".join(f"{row['tokens_per_s']:.0f}" for row in batch.values()) + " tokens/s = "
          + " / ".join(f"{row['vs_batch_1']:.1f}x" for row in batch.values()) + " batch 1",
          " / ".join(f"{row['fraction_of_roofline']:.0%}" for row in batch.values())
-         + f" of the batch roofline (compute-bound from batch {r['batch_decode']['compute_bound_from_batch']:.1f});"
+         + f" of the batch roofline (compute-bound from batch {r['batch_decode']['compute_bound_from_batch']:.1f}"
+         + f" at {r['batch_decode']['read_bandwidth_GBps']:.1f} GB/s and {r['batch_decode']['fma_peak_GFLOPs']:.0f}"
+         + " GFLOP/s, both probed in the rounds);"
          + " FMAs at " + " / ".join(f"{row['fraction_of_fma_peak']:.0%}" for row in batch.values()) + " of peak",
          "~linear"),
     ]

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "errors.h"
+#include "kernels/multiversion.h"
 
 namespace kvcache {
 
@@ -15,12 +16,20 @@ void SamplingParams::validate() const {
   require(top_p > 0.0f && top_p <= 1.0f, "top_p must be in (0, 1] (1 = off), got " + std::to_string(top_p));
 }
 
+// The first index of the largest value, NaNs passed over (as a scalar scan with > does, where a NaN first value
+// wins). The largest value is found in vector lanes first, then its first index: the scalar scan was about 1% of
+// a batch-8 decode step's profile, and greedy kvcache.sample over (8, 50257) logits took 412 us with it, 167-224
+// with this.
+KVCACHE_MULTIVERSION
 int argmax(const float* values, int n) {
-  int best = 0;
-  for (int i = 1; i < n; ++i) {
-    if (values[i] > values[best]) best = i;
+  if (n <= 0 || std::isnan(values[0])) return 0;
+  float largest = values[0];
+#pragma omp simd reduction(max : largest)
+  for (int i = 1; i < n; ++i) largest = values[i] > largest ? values[i] : largest;
+  for (int i = 0; i < n; ++i) {
+    if (values[i] == largest) return i;
   }
-  return best;
+  return 0;  // unreachable: largest is one of the values
 }
 
 Sampler::Sampler(int n_vocab) : n_vocab_(n_vocab), probs_(n_vocab), ids_(n_vocab) {}

@@ -164,6 +164,22 @@ def test_degenerate_settings_are_argmax(params):
     assert kvcache.sample(rows, seed=0, **params) == rows.argmax(axis=1).tolist()
 
 
+@pytest.mark.parametrize("n", [1, 5, 8, 13, 50257])
+def test_greedy_takes_the_first_of_tied_largest_logits(n):
+    """Greedy's argmax finds the largest logit in vector lanes, then its first index: ties, infinities and NaNs must
+    still give what a scalar scan with > gives (NumPy's argmax, NaNs aside), wherever the winner sits."""
+    rng = np.random.default_rng(n)
+    rows = rng.standard_normal((7, n)).astype(np.float32)
+    for r, spots in enumerate([[n - 1], [0, n - 1], [n // 2, n - 1], [n // 3, n // 2]]):
+        rows[r, spots] = 9.0
+    rows[4, n - 1] = np.inf
+    rows[5, :] = -np.inf
+    expected = rows[:6].argmax(axis=1).tolist()
+    rows[6, n // 2] = np.nan  # passed over, unless it is the first logit
+    expected.append(0 if n // 2 == 0 else int(np.nanargmax(rows[6])))
+    assert kvcache.sample(rows, do_sample=False) == expected
+
+
 def test_sample_shapes_and_types():
     one = kvcache.sample(LOGITS, seed=1)
     assert isinstance(one, int) and 0 <= one < LOGITS.size

@@ -195,7 +195,9 @@ __attribute__((always_inline)) inline void panel_passes(const PanelProduct& pp, 
 // batch 7-11 while memory read at 31-35 GB/s, 0.95-1.10x while it read at 47-52 GB/s (FMA-bound then: batch 8
 // needs 16 FMAs per 64-byte line of weights). In the model, batch 8 steps took 0.84x the time at the lower
 // bandwidth and 0.94x at the higher. The splits are the faster of those measured: 4+3 over 5+2, 6+4 over 5+5,
-// 5+3 over 4+4; 6+6 was slower than the group path, which keeps 12-16 rows.
+// 5+4 over 6+3 (0.97-0.99x the time at 35 and at 58 GB/s; from L2 on one core 83 GFLOP/s against 80: a 3-row
+// block's 6 sums are too few to hide the FMA latency). 5+3 and 4+4 were within 3.2% of each other, 5+3 ahead at
+// 35 GB/s and 4+4 at 58. 6+6 was slower than the group path, which keeps 12-16 rows.
 constexpr int kDecodeKBlock = 64;  // a (64, 16) piece: 4 KiB, in L1 when the second block reads it
 constexpr int kSplitMinRows = 7, kSplitMaxRows = 11;
 
@@ -244,7 +246,7 @@ __attribute__((always_inline)) inline void panel_range(const PanelProduct& pp, i
   switch (pp.N) {
     case 7: split_row_panels<4, 3>(pp, p0, p1); return;
     case 8: split_row_panels<5, 3>(pp, p0, p1); return;
-    case 9: split_row_panels<6, 3>(pp, p0, p1); return;
+    case 9: split_row_panels<5, 4>(pp, p0, p1); return;
     case 10: split_row_panels<6, 4>(pp, p0, p1); return;
     case 11: split_row_panels<6, 5>(pp, p0, p1); return;
     default: break;
