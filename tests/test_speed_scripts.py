@@ -1,17 +1,22 @@
 """benchmarks/speed.py and benchmarks/precision.py run end to end (on a tiny checkpoint: these are not timings, only
-proof that the scripts behind README's speed and precision tables work and report what they say)."""
+proof that the scripts behind README's speed and precision tables work and report what they say), and
+benchmarks/step_products.cc, the C++ benchmark behind README's kernel figures, builds and runs."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 
 import pytest
 
 from conftest import LONG
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import precision  # noqa: E402
 import speed  # noqa: E402
 
@@ -63,3 +68,28 @@ def test_precision_script_compares_every_format_with_float32(checkpoint, tmp_pat
     for r in (caches["float16"], caches["bfloat16"]):
         assert 0 < r["max_abs_logit_diff"] < 0.5 and 0.0 <= r["top1_agreement"] <= 1.0
         assert r["deep_decode_batch1_speedup_vs_float32"] > 0 and r["deep_decode_batch4_speedup_vs_float32"] > 0
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or os.uname().machine != "x86_64", reason="needs g++ on x86-64")
+def test_step_products_benchmark_builds_and_reports_each_batch(tmp_path):
+    """benchmarks/step_products.cc (README's C++ benchmark of a step's 49 products) builds with the command in its
+    header and prints one row per batch size; a bad batch size is refused."""
+    exe = tmp_path / "step_products"
+    kernels = ("panel_gemm", "panel_gemm_avx2", "gemv", "gemv_avx2", "probes")
+    sources = [os.path.join(ROOT, "benchmarks", "step_products.cc")] + [
+        os.path.join(ROOT, "csrc", "kernels", f + ".cc") for f in kernels]
+    flags = ["-O3", "-std=c++17", "-fopenmp", "-mavx2", "-mfma", "-mf16c", "-I" + os.path.join(ROOT, "csrc"),
+             "-DKVCACHE_AVX2_KERNELS"]
+    # the header's one command, compiled file by file in parallel (the two panel files take ~16 s each)
+    objects = [str(tmp_path / f"{i}.o") for i in range(len(sources))]
+    compiles = [subprocess.Popen(["g++", *flags, "-c", src, "-o", obj]) for src, obj in zip(sources, objects)]
+    assert [c.wait() for c in compiles] == [0] * len(compiles)
+    subprocess.run(["g++", "-fopenmp", "-o", str(exe), *objects], check=True)
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    run = subprocess.run([str(exe), "1", "3"], env=env, capture_output=True, text=True, timeout=300, check=True)
+    rows = re.findall(r"batch +(\d+): +([\d.]+) ms +([\d.]+) GB/s +([\d.]+) GFLOP/s +([\d.]+)x", run.stdout)
+    assert [int(r[0]) for r in rows] == [1, 3], run.stdout
+    assert all(float(v) > 0 for r in rows for v in r[1:4])
+    assert float(rows[0][4]) == 1.0
+    bad = subprocess.run([str(exe), "17"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "got 17" in bad.stderr
