@@ -6,10 +6,10 @@
 //
 // Build from the repository root (x86-64, GCC; one command line, bash expands the braces), then run:
 //   g++ -O3 -std=c++17 -fopenmp -mavx2 -mfma -mf16c -Icsrc -DKVCACHE_AVX2_KERNELS -o step_products
-//       benchmarks/step_products.cc csrc/kernels/{panel_gemm,panel_gemm_avx2,gemv,gemv_avx2,probes}.cc
+//       benchmarks/step_products.cc csrc/huge_pages.cc
+//       csrc/kernels/{panel_gemm,panel_gemm_avx2,gemv,gemv_avx2,probes}.cc
 //   OMP_NUM_THREADS=2 ./step_products 1 6 8      # batch sizes (default: 1 8)
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "huge_pages.h"
 #include "kernels/panel_gemm.h"
 #include "kernels/probes.h"
 
@@ -37,7 +38,7 @@ float* huge_floats(std::size_t n, float value) {
     std::perror("aligned_alloc");
     std::exit(1);
   }
-  madvise(p, bytes, MADV_HUGEPAGE);
+  kvcache::advise_huge_pages(p, bytes);
   std::fill(p, p + n, value);
   return p;
 }

@@ -76,7 +76,7 @@ def test_step_products_benchmark_builds_and_reports_each_batch(tmp_path):
     header and prints one row per batch size; a bad batch size is refused."""
     exe = tmp_path / "step_products"
     kernels = ("panel_gemm", "panel_gemm_avx2", "gemv", "gemv_avx2", "probes")
-    sources = [os.path.join(ROOT, "benchmarks", "step_products.cc")] + [
+    sources = [os.path.join(ROOT, "benchmarks", "step_products.cc"), os.path.join(ROOT, "csrc", "huge_pages.cc")] + [
         os.path.join(ROOT, "csrc", "kernels", f + ".cc") for f in kernels]
     flags = ["-O3", "-std=c++17", "-fopenmp", "-mavx2", "-mfma", "-mf16c", "-I" + os.path.join(ROOT, "csrc"),
              "-DKVCACHE_AVX2_KERNELS"]
