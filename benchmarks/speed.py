@@ -90,30 +90,72 @@ def decode_flops_per_token(config, position: int) -> float:
     return forward_flops(config, 1, position)
 
 
-def batch_scaling(model: GPT2, probe, fma_probe, batches=(1, 2, 4, 6, 8), rounds: int = 6,
-                  steps: int = 8, prompt_len: int = 8) -> dict:
+def batch_step_cycles(model: GPT2, probe, fma_probe, batches, chunks: int, steps: int, prompt_len: int):
+    """Decode-step seconds of every batch size, stepped in alternation (a cycle: one step of each size in turn,
+    about 0.1 s for GPT-2 124M), with both probes before each chunk of `steps` cycles. Each chunk starts new
+    generators, so the cache stays near `prompt_len` positions. Returns the cycles ({batch: seconds} each) and
+    the probes' samples."""
+    cycles, bandwidths, fma_peaks = [], [], []
+    for _ in range(chunks):
+        bandwidths.append(probe())
+        fma_peaks.append(fma_probe())
+        generators = {b: Generator(model._core, [filler_prompt(model, prompt_len, r) for r in range(b)],
+                                   max_new_tokens=steps + 1, eos_token_id=-1) for b in batches}
+        for g in generators.values():
+            g.step()  # the prefill
+        for _ in range(steps):
+            cycle = {}
+            for b, g in generators.items():
+                start = time.perf_counter()
+                g.step()
+                cycle[b] = time.perf_counter() - start
+            cycles.append(cycle)
+    return cycles, bandwidths, fma_peaks
+
+
+def scaling_of(cycles: list, weights_bytes: int, compute_limit: float) -> dict:
+    """Per batch size, over the given cycles: the median of its ratio to batch 1's tokens/s within each cycle,
+    and that ratio against linear growth until compute-bound, min(batch, compute limit / batch 1's tokens/s)."""
+    batch_1_step = statistics.median(c[1] for c in cycles)
+    knee = compute_limit * batch_1_step  # the batch at which linear growth would reach the FMA peak
+    rows = {}
+    for b in cycles[0]:
+        ratio = statistics.median(b * c[1] / c[b] for c in cycles)
+        rows[b] = {"tokens_per_s": b / statistics.median(c[b] for c in cycles), "vs_batch_1": ratio,
+                   "of_linear_until_compute_bound": ratio / min(b, knee)}
+    return {"cycles": len(cycles), "batch_1_read_GBps": weights_bytes / batch_1_step / 1e9,
+            "compute_bound_from_batch": knee, "batches": rows}
+
+
+def batch_scaling(model: GPT2, probe, fma_probe, batches=(1, 2, 4, 6, 8), chunks: int = 8, steps: int = 10,
+                  prompt_len: int = 8) -> dict:
     """Decode tokens/s per batch size against that batch's roofline, min(batch x bandwidth / weight bytes,
     FMA peak / FLOPs per token): a step reads the weights once whatever the batch, so throughput can grow
-    linearly with the batch until the FMAs, not the memory, are the limit. The sizes are stepped in rounds with
-    both probes, so every ratio is taken under the same share of the machine: the FMAs a core gives us swing too
-    (the same register tile, run on our two cores at once, ran 13-33% slower on one of them than on the other)."""
-    measures = {b: (lambda b=b: step_times(model, [filler_prompt(model, prompt_len, r) for r in range(b)], steps))
-                for b in batches}
-    # seconds per byte and per FLOP, so that in_rounds' median applies
-    measures["bandwidth"] = lambda: [1.0 / probe()]
-    measures["fma_peak"] = lambda: [1.0 / fma_probe()]
-    medians = in_rounds(measures, rounds)
-    bandwidth, fma_peak = 1.0 / medians.pop("bandwidth"), 1.0 / medians.pop("fma_peak")
+    linearly with the batch until the FMAs, not the memory, are the limit.
+
+    The sizes are stepped in alternation and each ratio to batch 1 is taken within one cycle: this machine's
+    memory swings between about 33 and 55 GB/s within seconds, and whole measurements taken one after another
+    (even in rounds) mixed the two states. The cycles are also split at the median batch-1 step into the slower
+    and the faster half (slow and fast memory, where the machine has both): with fast memory the FMAs become the
+    limit at a smaller batch, so each half is set against its own knee. Both probes run between chunks of cycles:
+    the FMAs a core gives us swing too (the same register tile, run on our two cores at once, ran 13-33% slower
+    on one of them than on the other)."""
+    cycles, bandwidths, fma_peaks = batch_step_cycles(model, probe, fma_probe, batches, chunks, steps, prompt_len)
+    bandwidth, fma_peak = statistics.median(bandwidths), statistics.median(fma_peaks)
     flops = decode_flops_per_token(model.config, prompt_len + steps // 2)
     memory_limit, compute_limit = bandwidth / model.weights_nbytes, fma_peak / flops
+    overall = scaling_of(cycles, model.weights_nbytes, compute_limit)
     rows = {}
-    for b, step in medians.items():
-        tokens_per_s, roofline = b / step, min(b * memory_limit, compute_limit)
-        rows[b] = {"tokens_per_s": tokens_per_s, "vs_batch_1": tokens_per_s * medians[1],
-                   "roofline_tokens_per_s": roofline, "fraction_of_roofline": tokens_per_s / roofline,
-                   "fraction_of_fma_peak": tokens_per_s * flops / fma_peak}
+    for b, row in overall["batches"].items():
+        roofline = min(b * memory_limit, compute_limit)
+        rows[b] = {**row, "roofline_tokens_per_s": roofline, "fraction_of_roofline": row["tokens_per_s"] / roofline,
+                   "fraction_of_fma_peak": row["tokens_per_s"] * flops / fma_peak}
+    by_batch_1 = sorted(cycles, key=lambda c: c[1])
+    half = len(by_batch_1) // 2
     return {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9, "flops_per_token": flops,
-            "compute_bound_from_batch": compute_limit / memory_limit, "batches": rows}
+            "compute_bound_from_batch": compute_limit / memory_limit, "batches": rows,
+            "slower_memory_half": scaling_of(by_batch_1[half:], model.weights_nbytes, compute_limit),
+            "faster_memory_half": scaling_of(by_batch_1[:max(half, 1)], model.weights_nbytes, compute_limit)}
 
 
 def alternating_step_times(generators: dict, steps: int) -> dict:
@@ -250,16 +292,25 @@ def report(r: dict) -> str:
          f"{pre['fraction_of_fma_peak']:.0%} of FMA peak", ">= 60%"),
         ("step latency position 1000 / 10", f"{lat['position_1000']:.1f} ms / {lat['position_10']:.1f} ms",
          f"{lat['ratio']:.2f}x (bytes read: {lat['bytes_read_ratio']:.2f}x)", "<= 1.3x"),
-        (f"decode batch {' / '.join(map(str, batch))} (in rounds)",
+        (f"decode batch {' / '.join(map(str, batch))} (stepped in alternation)",
          " / ".join(f"{row['tokens_per_s']:.0f}" for row in batch.values()) + " tokens/s = "
          + " / ".join(f"{row['vs_batch_1']:.1f}x" for row in batch.values()) + " batch 1",
          " / ".join(f"{row['fraction_of_roofline']:.0%}" for row in batch.values())
          + f" of the batch roofline (compute-bound from batch {r['batch_decode']['compute_bound_from_batch']:.1f}"
          + f" at {r['batch_decode']['read_bandwidth_GBps']:.1f} GB/s and {r['batch_decode']['fma_peak_GFLOPs']:.0f}"
-         + " GFLOP/s, both probed in the rounds);"
+         + " GFLOP/s, both probed between the cycles);"
          + " FMAs at " + " / ".join(f"{row['fraction_of_fma_peak']:.0%}" for row in batch.values()) + " of peak",
          "~linear"),
     ]
+    for name in ("slower_memory_half", "faster_memory_half"):
+        h = r["batch_decode"][name]
+        rows.append((f"the same, {name.replace('_', ' ')} of the cycles ({h['cycles']})",
+                     f"batch 1 at {h['batch_1_read_GBps']:.1f} GB/s; "
+                     + " / ".join(f"{row['tokens_per_s']:.0f}" for row in h["batches"].values()) + " tokens/s = "
+                     + " / ".join(f"{row['vs_batch_1']:.2f}x" for row in h["batches"].values()) + " batch 1",
+                     " / ".join(f"{row['of_linear_until_compute_bound']:.0%}" for row in h["batches"].values())
+                     + f" of linear growth until compute-bound (from batch {h['compute_bound_from_batch']:.1f})",
+                     "~linear"))
     lines = ["| measure | value | against the limit | target |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {t} |" for a, b, c, t in rows]
     return "\n".join(lines)

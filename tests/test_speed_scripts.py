@@ -41,7 +41,18 @@ def test_speed_script_reports_every_measure_against_its_limit(checkpoint, tmp_pa
         assert row["fraction_of_roofline"] == pytest.approx(row["tokens_per_s"] / row["roofline_tokens_per_s"])
         assert row["fraction_of_fma_peak"] == pytest.approx(
             row["tokens_per_s"] * batch["flops_per_token"] / (batch["fma_peak_GFLOPs"] * 1e9))
-        assert row["vs_batch_1"] == pytest.approx(row["tokens_per_s"] / batch["batches"][1]["tokens_per_s"])
+        assert row["vs_batch_1"] > 0  # the median of its ratios to batch 1 within each cycle
+    assert batch["batches"][1]["vs_batch_1"] == 1.0
+    slow, fast = batch["slower_memory_half"], batch["faster_memory_half"]
+    assert slow["cycles"] + fast["cycles"] == 8 * 10  # chunks x steps, every cycle in one half
+    assert slow["batch_1_read_GBps"] <= fast["batch_1_read_GBps"]
+    for h in (slow, fast):
+        assert set(h["batches"]) == {1, 2, 4, 6, 8}
+        batch_1_rate = h["batch_1_read_GBps"] * 1e9 / results["model"]["weights_bytes"]
+        assert h["compute_bound_from_batch"] == pytest.approx(compute_limit / batch_1_rate)
+        for b, row in h["batches"].items():
+            assert row["of_linear_until_compute_bound"] == pytest.approx(
+                row["vs_batch_1"] / min(b, h["compute_bound_from_batch"]))
     lat = results["step_latency_ms"]
     assert lat["ratio"] == pytest.approx(lat["position_1000"] / lat["position_10"])
     assert lat["bytes_read_ratio"] > 1.0
