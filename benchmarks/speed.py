@@ -101,15 +101,7 @@ def batch_step_cycles(model: GPT2, probe, fma_probe, batches, chunks: int, steps
         fma_peaks.append(fma_probe())
         generators = {b: Generator(model._core, [filler_prompt(model, prompt_len, r) for r in range(b)],
                                    max_new_tokens=steps + 1, eos_token_id=-1) for b in batches}
-        for g in generators.values():
-            g.step()  # the prefill
-        for _ in range(steps):
-            cycle = {}
-            for b, g in generators.items():
-                start = time.perf_counter()
-                g.step()
-                cycle[b] = time.perf_counter() - start
-            cycles.append(cycle)
+        cycles += alternating_step_cycles(generators, steps)
     return cycles, bandwidths, fma_peaks
 
 
@@ -158,18 +150,27 @@ def batch_scaling(model: GPT2, probe, fma_probe, batches=(1, 2, 4, 6, 8), chunks
             "faster_memory_half": scaling_of(by_batch_1[:max(half, 1)], model.weights_nbytes, compute_limit)}
 
 
-def alternating_step_times(generators: dict, steps: int) -> dict:
-    """Median decode-step seconds of each generator after its prefill, the generators stepped in alternation, one
-    step each in turn, so that all see the same share of a shared machine whose bandwidth drifts."""
-    times = {name: [] for name in generators}
+def alternating_step_cycles(generators: dict, steps: int) -> list:
+    """Decode-step seconds of each generator after its prefill, the generators stepped in alternation, one step
+    each in turn, so that all see the same share of a shared machine whose bandwidth drifts: one {name: seconds}
+    per cycle."""
     for g in generators.values():
         g.step()  # the prefill
+    cycles = []
     for _ in range(steps):
+        cycle = {}
         for name, g in generators.items():
             start = time.perf_counter()
             g.step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            cycle[name] = time.perf_counter() - start
+        cycles.append(cycle)
+    return cycles
+
+
+def alternating_step_times(generators: dict, steps: int) -> dict:
+    """Median decode-step seconds of each generator, stepped in alternation (alternating_step_cycles)."""
+    cycles = alternating_step_cycles(generators, steps)
+    return {name: statistics.median(c[name] for c in cycles) for name in generators}
 
 
 def step_latencies(model: GPT2, near: int, far: int, steps: int = 16) -> tuple[float, float]:
