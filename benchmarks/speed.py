@@ -277,6 +277,12 @@ def write_json(path: str, results: dict) -> None:
         json.dump(results, f, indent=2)
 
 
+def throughput_text(batches: dict, ratio_format: str) -> str:
+    """'72 / 127 tokens/s = 1.0x / 1.8x batch 1' for a batch table's rows."""
+    return (" / ".join(f"{row['tokens_per_s']:.0f}" for row in batches.values()) + " tokens/s = "
+            + " / ".join(f"{row['vs_batch_1']:{ratio_format}}x" for row in batches.values()) + " batch 1")
+
+
 def report(r: dict) -> str:
     batch = r["batch_decode"]["batches"]
     m, d, lat, pre, gen = r["machine"], r["decode_tokens_per_s"], r["step_latency_ms"], r["prefill_512"], \
@@ -294,8 +300,7 @@ def report(r: dict) -> str:
         ("step latency position 1000 / 10", f"{lat['position_1000']:.1f} ms / {lat['position_10']:.1f} ms",
          f"{lat['ratio']:.2f}x (bytes read: {lat['bytes_read_ratio']:.2f}x)", "<= 1.3x"),
         (f"decode batch {' / '.join(map(str, batch))} (stepped in alternation)",
-         " / ".join(f"{row['tokens_per_s']:.0f}" for row in batch.values()) + " tokens/s = "
-         + " / ".join(f"{row['vs_batch_1']:.1f}x" for row in batch.values()) + " batch 1",
+         throughput_text(batch, ".1f"),
          " / ".join(f"{row['fraction_of_roofline']:.0%}" for row in batch.values())
          + f" of the batch roofline (compute-bound from batch {r['batch_decode']['compute_bound_from_batch']:.1f}"
          + f" at {r['batch_decode']['read_bandwidth_GBps']:.1f} GB/s and {r['batch_decode']['fma_peak_GFLOPs']:.0f}"
@@ -306,9 +311,7 @@ def report(r: dict) -> str:
     for name in ("slower_memory_half", "faster_memory_half"):
         h = r["batch_decode"][name]
         rows.append((f"the same, {name.replace('_', ' ')} of the cycles ({h['cycles']})",
-                     f"batch 1 at {h['batch_1_read_GBps']:.1f} GB/s; "
-                     + " / ".join(f"{row['tokens_per_s']:.0f}" for row in h["batches"].values()) + " tokens/s = "
-                     + " / ".join(f"{row['vs_batch_1']:.2f}x" for row in h["batches"].values()) + " batch 1",
+                     f"batch 1 at {h['batch_1_read_GBps']:.1f} GB/s; " + throughput_text(h["batches"], ".2f"),
                      " / ".join(f"{row['of_linear_until_compute_bound']:.0%}" for row in h["batches"].values())
                      + f" of linear growth until compute-bound (from batch {h['compute_bound_from_batch']:.1f})",
                      "~linear"))

@@ -60,6 +60,25 @@ def test_speed_script_reports_every_measure_against_its_limit(checkpoint, tmp_pa
     assert results["generate_64_tokens_seconds"]["speedup_vs_transformers"] > 0
 
 
+def test_batch_ratios_are_medians_of_ratios_within_each_cycle():
+    # two cycles on slow memory (batch 1 takes 2 s), two on fast (1 s); batch 2 takes 2 s in every cycle
+    cycles = [{1: 2.0, 2: 2.0}, {1: 2.0, 2: 2.0}, {1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0}, {1: 1.0, 2: 2.0}]
+    result = speed.scaling_of(cycles, weights_bytes=10**9, compute_limit=1.5)
+    two = result["batches"][2]
+    assert result["cycles"] == 5
+    assert result["batch_1_read_GBps"] == pytest.approx(1.0)  # the median batch-1 step: 1 s for 1 GB
+    assert two["vs_batch_1"] == pytest.approx(1.0)  # ratios 2, 2, 1, 1, 1
+    assert two["tokens_per_s"] == pytest.approx(1.0)
+    assert result["compute_bound_from_batch"] == pytest.approx(1.5)  # 1.5 tokens/s at most, batch 1 gives 1
+    assert two["of_linear_until_compute_bound"] == pytest.approx(1.0 / 1.5)
+    slow = speed.scaling_of(cycles[:2], weights_bytes=10**9, compute_limit=1.5)
+    assert slow["batches"][2]["vs_batch_1"] == pytest.approx(2.0)  # linear within the slow cycles
+    assert slow["batches"][2]["of_linear_until_compute_bound"] == pytest.approx(1.0)  # knee at batch 3
+    # where the median of ratios and the ratio of medians part: ratios 2, 4, 0.75 -> 2; medians 3 and 2 -> 3
+    mixed = [{1: 1.0, 2: 1.0}, {1: 4.0, 2: 2.0}, {1: 3.0, 2: 8.0}]
+    assert speed.scaling_of(mixed, 10**9, 100.0)["batches"][2]["vs_batch_1"] == pytest.approx(2.0)
+
+
 def test_precision_script_compares_every_format_with_float32(checkpoint, tmp_path):
     ck = checkpoint(LONG)
     out = tmp_path / "precision.json"
