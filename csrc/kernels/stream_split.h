@@ -1,5 +1,5 @@
 // How the threads of a product share its work items (panels or weight rows): every decode product, and the
-// panels of a prefill.
+// panels of a prefill; also a decode step's attention tasks (one per batch row and head, layers.cc).
 //
 // Each thread starts on its own contiguous share, so that it reads its part of the weights as one long sequential
 // stream, and takes it in chunks from the front. A thread whose share runs out takes chunks from the back of the
