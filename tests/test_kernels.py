@@ -248,7 +248,7 @@ def test_default_thread_count_is_positive():
     assert kvcache.get_num_threads() >= 1
 
 
-@pytest.mark.parametrize("n", [1, 7, 8, 100, 40000])
+@pytest.mark.parametrize("n", [1, 7, 8, 100, 6143, 6144, 24577, 40000])  # both sides of the split to threads
 def test_gelu_matches_naive(n):
     """The vectorised GELU (x * sigmoid(2u), one exp) equals the tanh form in double, over the range activations
     take and far beyond it (where exp would overflow)."""
