@@ -67,17 +67,18 @@ void write_new_positions(KVCache& cache, const float* qkv, int layer, int r, int
   }
 }
 
-// Asks for the first `bytes` of a (batch row, head)'s keys and values in L2. By the time a layer's attention runs,
-// the weights streamed since the last step have pushed its cache rows out of every cache level, and at a few
-// dozen positions a head's rows are a few KiB, too short for the hardware prefetcher to ramp up on: read on
-// demand, they came in at 10-18 GB/s. Prefetching the next head while one computes took a batch-8 step's
+// Asks for a (batch row, head)'s stored keys and values, at most their first 16 KiB each, in L2. By the time a
+// layer's attention runs, the weights streamed since the last step have pushed its cache rows out of every cache
+// level, and at a few dozen positions a head's rows are a few KiB, too short for the hardware prefetcher to ramp
+// up on: read on demand, they came in at 10-18 GB/s. Prefetching the next head while one computes took a batch-8 step's
 // attention at 8-48 positions from 1.3-1.7 ms to 1.0-1.2 (batch 1: 0.19-0.37 to 0.15-0.25 ms), and batch-8 steps
 // at 100-200 positions 3% faster. Longer rows are left to the hardware prefetcher after their first 16 KiB:
 // prefetched whole, attention at 1000 positions ran 5-11% slower.
 constexpr std::size_t kPrefetchBytes = 16 * 1024;
 
 template <class E>
-void prefetch_head(KVCache& cache, int layer, int row, int h, std::size_t bytes) {
+void prefetch_head(KVCache& cache, int layer, int row, int h, int HS) {
+  const std::size_t bytes = std::min(static_cast<std::size_t>(cache.seq_len(row)) * HS * sizeof(E), kPrefetchBytes);
   const char* keys = reinterpret_cast<const char*>(cache.keys<E>(layer, row, h));
   const char* values = reinterpret_cast<const char*>(cache.values<E>(layer, row, h));
   for (std::size_t offset = 0; offset < bytes; offset += 64) {
@@ -117,11 +118,7 @@ void attention_typed(float* out, const float* qkv, KVCache& cache, int layer, co
   auto attend_items = [&](int begin, int end) {
     for (int i = begin; i < end; ++i) {
       const int r = i / NH, h = i % NH, row = cache_rows[r];
-      if (i + 1 < n_rows * NH) {
-        const int next_row = cache_rows[(i + 1) / NH];
-        prefetch_head<E>(cache, layer, next_row, (i + 1) % NH,
-                         std::min(static_cast<size_t>(cache.seq_len(next_row)) * HS * sizeof(E), kPrefetchBytes));
-      }
+      if (i + 1 < n_rows * NH) prefetch_head<E>(cache, layer, cache_rows[(i + 1) / NH], (i + 1) % NH, HS);
       write_new_positions<E>(cache, qkv, layer, r, row, h, T, C, HS);
       E* keys = cache.keys<E>(layer, row, h);
       E* values = cache.values<E>(layer, row, h);
