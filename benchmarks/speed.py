@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+from typing import Optional
 
 import kvcache
 from kvcache import GPT2
@@ -105,22 +106,30 @@ def batch_step_cycles(model: GPT2, probe, fma_probe, batches, chunks: int, steps
     return cycles, bandwidths, fma_peaks
 
 
-def scaling_of(cycles: list, weights_bytes: int, compute_limit: float) -> dict:
+def scaling_of(cycles: list, weights_bytes: int, compute_limit: float, engine_limit: Optional[float] = None) -> dict:
     """Per batch size, over the given cycles: the median of its ratio to batch 1's tokens/s within each cycle,
-    and that ratio against linear growth until compute-bound, min(batch, compute limit / batch 1's tokens/s)."""
+    and that ratio against linear growth until compute-bound, min(batch, compute limit / batch 1's tokens/s).
+    engine_limit (tokens/s), where given: the same against the FLOP rate this engine itself sustains when only
+    the FMAs bound it (its prefill's), a compute bound that no kernel fed from memory exceeds by much."""
     batch_1_step = statistics.median(c[1] for c in cycles)
     knee = compute_limit * batch_1_step  # the batch at which linear growth would reach the FMA peak
+    engine_knee = None if engine_limit is None else engine_limit * batch_1_step
     rows = {}
     for b in cycles[0]:
         ratio = statistics.median(b * c[1] / c[b] for c in cycles)
         rows[b] = {"tokens_per_s": b / statistics.median(c[b] for c in cycles), "vs_batch_1": ratio,
                    "of_linear_until_compute_bound": ratio / min(b, knee)}
-    return {"cycles": len(cycles), "batch_1_read_GBps": weights_bytes / batch_1_step / 1e9,
-            "compute_bound_from_batch": knee, "batches": rows}
+        if engine_knee is not None:
+            rows[b]["of_linear_until_engine_compute_bound"] = ratio / min(b, engine_knee)
+    result = {"cycles": len(cycles), "batch_1_read_GBps": weights_bytes / batch_1_step / 1e9,
+              "compute_bound_from_batch": knee, "batches": rows}
+    if engine_knee is not None:
+        result["engine_compute_bound_from_batch"] = engine_knee
+    return result
 
 
 def batch_scaling(model: GPT2, probe, fma_probe, batches=(1, 2, 4, 6, 8), chunks: int = 8, steps: int = 10,
-                  prompt_len: int = 8) -> dict:
+                  prompt_len: int = 8, engine_flops: Optional[float] = None) -> dict:
     """Decode tokens/s per batch size against that batch's roofline, min(batch x bandwidth / weight bytes,
     FMA peak / FLOPs per token): a step reads the weights once whatever the batch, so throughput can grow
     linearly with the batch until the FMAs, not the memory, are the limit.
@@ -131,11 +140,13 @@ def batch_scaling(model: GPT2, probe, fma_probe, batches=(1, 2, 4, 6, 8), chunks
     and the faster half (slow and fast memory, where the machine has both): with fast memory the FMAs become the
     limit at a smaller batch, so each half is set against its own knee. Both probes run between chunks of cycles:
     the FMAs a core gives us swing too (the same register tile, run on our two cores at once, ran 13-33% slower
-    on one of them than on the other)."""
+    on one of them than on the other). engine_flops (FLOP/s, where given): the rate this engine sustains when
+    compute-bound (its prefill's), a second knee for each half (scaling_of)."""
     cycles, bandwidths, fma_peaks = batch_step_cycles(model, probe, fma_probe, batches, chunks, steps, prompt_len)
     bandwidth, fma_peak = statistics.median(bandwidths), statistics.median(fma_peaks)
     flops = decode_flops_per_token(model.config, prompt_len + steps // 2)
     memory_limit, compute_limit = bandwidth / model.weights_nbytes, fma_peak / flops
+    engine_limit = None if engine_flops is None else engine_flops / flops
     overall = scaling_of(cycles, model.weights_nbytes, compute_limit)
     rows = {}
     for b, row in overall["batches"].items():
@@ -146,8 +157,10 @@ def batch_scaling(model: GPT2, probe, fma_probe, batches=(1, 2, 4, 6, 8), chunks
     half = len(by_batch_1) // 2
     return {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9, "flops_per_token": flops,
             "compute_bound_from_batch": compute_limit / memory_limit, "batches": rows,
-            "slower_memory_half": scaling_of(by_batch_1[half:], model.weights_nbytes, compute_limit),
-            "faster_memory_half": scaling_of(by_batch_1[:max(half, 1)], model.weights_nbytes, compute_limit)}
+            "engine_compute_GFLOPs": None if engine_flops is None else engine_flops / 1e9,
+            "slower_memory_half": scaling_of(by_batch_1[half:], model.weights_nbytes, compute_limit, engine_limit),
+            "faster_memory_half": scaling_of(by_batch_1[:max(half, 1)], model.weights_nbytes, compute_limit,
+                                             engine_limit)}
 
 
 def alternating_step_cycles(generators: dict, steps: int) -> list:
@@ -241,7 +254,8 @@ def main(argv=None) -> dict:
     fma_peak, prefill_s = interleaved(5, fma_probe, lambda: prefill_seconds(model, 512))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes
-    scaling = batch_scaling(model, probe, fma_probe)
+    # the prefill just timed is this engine's compute-bound rate: a second knee for the batch rows
+    scaling = batch_scaling(model, probe, fma_probe, engine_flops=prefill_flops(model.config, 512) / prefill_s)
     near, far = step_latencies(model, 10, 1000)
     prompt, n_new = filler_prompt(model, 8), 64
     ours_s = generation_seconds_ours(model, prompt, n_new)
@@ -283,6 +297,15 @@ def throughput_text(batches: dict, ratio_format: str) -> str:
             + " / ".join(f"{row['vs_batch_1']:{ratio_format}}x" for row in batches.values()) + " batch 1")
 
 
+def engine_knee_text(scaling: dict, half: dict) -> str:
+    """'; 84 / 80% until the engine's own compute rate (...)' for a half of the batch cycles, where measured."""
+    if half.get("engine_compute_bound_from_batch") is None:
+        return ""
+    return ("; " + " / ".join(f"{row['of_linear_until_engine_compute_bound']:.0%}" for row in half["batches"].values())
+            + f" until the engine's own compute rate ({scaling['engine_compute_GFLOPs']:.0f} GFLOP/s, its 512-token"
+            + f" prefill's; from batch {half['engine_compute_bound_from_batch']:.1f})")
+
+
 def report(r: dict) -> str:
     batch = r["batch_decode"]["batches"]
     m, d, lat, pre, gen = r["machine"], r["decode_tokens_per_s"], r["step_latency_ms"], r["prefill_512"], \
@@ -313,7 +336,8 @@ def report(r: dict) -> str:
         rows.append((f"the same, {name.replace('_', ' ')} of the cycles ({h['cycles']})",
                      f"batch 1 at {h['batch_1_read_GBps']:.1f} GB/s; " + throughput_text(h["batches"], ".2f"),
                      " / ".join(f"{row['of_linear_until_compute_bound']:.0%}" for row in h["batches"].values())
-                     + f" of linear growth until compute-bound (from batch {h['compute_bound_from_batch']:.1f})",
+                     + f" of linear growth until compute-bound (from batch {h['compute_bound_from_batch']:.1f})"
+                     + engine_knee_text(r["batch_decode"], h),
                      "~linear"))
     lines = ["| measure | value | against the limit | target |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {t} |" for a, b, c, t in rows]

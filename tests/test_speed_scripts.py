@@ -50,9 +50,15 @@ def test_speed_script_reports_every_measure_against_its_limit(checkpoint, tmp_pa
         assert set(h["batches"]) == {1, 2, 4, 6, 8}
         batch_1_rate = h["batch_1_read_GBps"] * 1e9 / results["model"]["weights_bytes"]
         assert h["compute_bound_from_batch"] == pytest.approx(compute_limit / batch_1_rate)
+        # the second knee: the engine's own compute rate, the 512-token prefill's FLOPs per second
+        engine_limit = results["prefill_512"]["GFLOPs"] / batch["flops_per_token"] * 1e9
+        assert batch["engine_compute_GFLOPs"] == pytest.approx(results["prefill_512"]["GFLOPs"])
+        assert h["engine_compute_bound_from_batch"] == pytest.approx(engine_limit / batch_1_rate)
         for b, row in h["batches"].items():
             assert row["of_linear_until_compute_bound"] == pytest.approx(
                 row["vs_batch_1"] / min(b, h["compute_bound_from_batch"]))
+            assert row["of_linear_until_engine_compute_bound"] == pytest.approx(
+                row["vs_batch_1"] / min(b, h["engine_compute_bound_from_batch"]))
     lat = results["step_latency_ms"]
     assert lat["ratio"] == pytest.approx(lat["position_1000"] / lat["position_10"])
     assert lat["bytes_read_ratio"] > 1.0
@@ -71,6 +77,11 @@ def test_batch_ratios_are_medians_of_ratios_within_each_cycle():
     assert two["tokens_per_s"] == pytest.approx(1.0)
     assert result["compute_bound_from_batch"] == pytest.approx(1.5)  # 1.5 tokens/s at most, batch 1 gives 1
     assert two["of_linear_until_compute_bound"] == pytest.approx(1.0 / 1.5)
+    assert "engine_compute_bound_from_batch" not in result  # no engine limit given
+    engine = speed.scaling_of(cycles, weights_bytes=10**9, compute_limit=1.5, engine_limit=1.2)
+    assert engine["engine_compute_bound_from_batch"] == pytest.approx(1.2)  # 1.2 tokens/s over batch 1's 1
+    assert engine["batches"][2]["of_linear_until_engine_compute_bound"] == pytest.approx(1.0 / 1.2)
+    assert engine["batches"][2]["of_linear_until_compute_bound"] == pytest.approx(1.0 / 1.5)
     slow = speed.scaling_of(cycles[:2], weights_bytes=10**9, compute_limit=1.5)
     assert slow["batches"][2]["vs_batch_1"] == pytest.approx(2.0)  # linear within the slow cycles
     assert slow["batches"][2]["of_linear_until_compute_bound"] == pytest.approx(1.0)  # knee at batch 3
