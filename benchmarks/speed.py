@@ -110,7 +110,8 @@ def scaling_of(cycles: list, weights_bytes: int, compute_limit: float, engine_li
     """Per batch size, over the given cycles: the median of its ratio to batch 1's tokens/s within each cycle,
     and that ratio against linear growth until compute-bound, min(batch, compute limit / batch 1's tokens/s).
     engine_limit (tokens/s), where given: the same against the FLOP rate this engine itself sustains when only
-    the FMAs bound it (its prefill's), a compute bound that no kernel fed from memory exceeds by much."""
+    the FMAs bound it (its prefill's): the probe's FMA peak comes from a loop whose operands never leave the
+    registers, which no product fed from memory reaches."""
     batch_1_step = statistics.median(c[1] for c in cycles)
     knee = compute_limit * batch_1_step  # the batch at which linear growth would reach the FMA peak
     engine_knee = None if engine_limit is None else engine_limit * batch_1_step
@@ -254,8 +255,9 @@ def main(argv=None) -> dict:
     fma_peak, prefill_s = interleaved(5, fma_probe, lambda: prefill_seconds(model, 512))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes
+    prefill_rate = prefill_flops(model.config, 512) / prefill_s  # FLOP/s
     # the prefill just timed is this engine's compute-bound rate: a second knee for the batch rows
-    scaling = batch_scaling(model, probe, fma_probe, engine_flops=prefill_flops(model.config, 512) / prefill_s)
+    scaling = batch_scaling(model, probe, fma_probe, engine_flops=prefill_rate)
     near, far = step_latencies(model, 10, 1000)
     prompt, n_new = filler_prompt(model, 8), 64
     ours_s = generation_seconds_ours(model, prompt, n_new)
@@ -273,9 +275,8 @@ def main(argv=None) -> dict:
         "step_latency_ms": {"position_10": near * 1e3, "position_1000": far * 1e3, "ratio": far / near,
                             # a step at position 1000 must also read 1000 positions of K and V: the least ratio
                             "bytes_read_ratio": (weight_bytes + kv_bytes_read(model.config, 1000)) / weight_bytes},
-        "prefill_512": {"seconds": prefill_s, "GFLOPs": prefill_flops(model.config, 512) / prefill_s / 1e9,
-                        "fraction_of_fma_peak": prefill_flops(model.config, 512) / prefill_s / 1e9
-                        / machine["fma_peak_GFLOPs"]},
+        "prefill_512": {"seconds": prefill_s, "GFLOPs": prefill_rate / 1e9,
+                        "fraction_of_fma_peak": prefill_rate / 1e9 / machine["fma_peak_GFLOPs"]},
         "generate_64_tokens_seconds": {"kvcache": ours_s, "transformers": hf_s,
                                        "speedup_vs_transformers": None if hf_s is None else hf_s / ours_s},
     }
