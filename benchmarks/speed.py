@@ -111,7 +111,7 @@ def scaling_of(cycles: list, weights_bytes: int, compute_limit: float, engine_li
     and that ratio against linear growth until compute-bound, min(batch, compute limit / batch 1's tokens/s).
     engine_limit (tokens/s), where given: the same against the FLOP rate this engine itself sustains when only
     the FMAs bound it (its prefill's): the probe's FMA peak comes from a loop whose operands never leave the
-    registers, which no product fed from memory reaches."""
+    registers, which no product we measured reaches from memory."""
     batch_1_step = statistics.median(c[1] for c in cycles)
     knee = compute_limit * batch_1_step  # the batch at which linear growth would reach the FMA peak
     engine_knee = None if engine_limit is None else engine_limit * batch_1_step
