@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <cmath>
 #include <string>
 
 #include "errors.h"
@@ -17,7 +18,8 @@ void GPT2Config::validate() const {
   positive(n_layer, "n_layer");
   require(n_embd % n_head == 0, "config: n_embd (" + std::to_string(n_embd) + ") must be divisible by n_head (" +
                                     std::to_string(n_head) + ")");
-  require(eps > 0.0f, "config: layer_norm_epsilon must be positive, got " + std::to_string(eps));
+  require(std::isfinite(eps) && eps > 0.0f,
+          "config: layer_norm_epsilon must be a positive finite float32, got " + std::to_string(eps));
 }
 
 }  // namespace kvcache

@@ -10,8 +10,10 @@
 //   nbytes = 2 x L x B x NH x max_seq_len x HS x bytes  (= 2 x L x B x max_seq_len x C x bytes), bytes = 4 or 2
 #pragma once
 
+#include <atomic>
 #include <cassert>
 #include <cstddef>
+#include <memory>
 #include <vector>
 #include <xtensor/xtensor.hpp>
 
@@ -51,6 +53,20 @@ class KVCache {
   void reset_row(int row);
   void crop(int max_length);           // drop positions >= max_length in every row
 
+  // One call at a time: a forward pass holds the cache from start to end (the Python layer releases the GIL, so two
+  // threads could otherwise write one cache at once: corrupt keys, lengths advanced twice, a crashed process).
+  // Claiming a cache that is held, and reset / crop while it is held, throw std::invalid_argument instead.
+  class Hold {
+   public:
+    explicit Hold(KVCache& cache);
+    ~Hold() { cache_.held_->store(false, std::memory_order_release); }
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    KVCache& cache_;
+  };
+
  private:
   template <class E>
   E* block(int layer, int kv, int row, int head);
@@ -62,6 +78,10 @@ class KVCache {
   xt::xtensor<float, 6> f32_;
   xt::xtensor<uint16_t, 6> b16_;
   std::vector<int> seq_lens_;  // explicit length per row, never inferred from contents
+  // Behind a pointer so that the cache stays movable; allocated once, with the cache.
+  std::unique_ptr<std::atomic<bool>> held_ = std::make_unique<std::atomic<bool>>(false);
+
+  void require_not_held(const char* what) const;
 };
 
 // The element type must be the cache's (asserted in debug builds): attention picks it from type() once per call.

@@ -80,6 +80,7 @@ void GPT2Model::validate(const int* tokens, int n_rows, int T, const int* cache_
 
 void GPT2Model::forward(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,
                         bool all_logits) const {
+  const KVCache::Hold hold(cache);  // before validating: another call could change the lengths checked
   validate(tokens, n_rows, T, cache_rows, cache);
   apply_num_threads();
   const GPT2Config& cfg = config_;

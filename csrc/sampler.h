@@ -21,7 +21,8 @@ class Sampler {
  public:
   explicit Sampler(int n_vocab);  // all scratch is allocated here, none per call
 
-  // logits (n_vocab); coin uniform in [0, 1). Returns a token id.
+  // logits (n_vocab); coin uniform in [0, 1). Returns a token id. Throws std::invalid_argument when a logit is NaN
+  // (a broken model or input: no answer would be right), and when sampling finds no token with a finite logit.
   int sample(const float* logits, const SamplingParams& params, float coin);
 
  private:
@@ -30,6 +31,7 @@ class Sampler {
   std::vector<int> ids_;      // (V) candidate token ids
 };
 
+// The first index of the largest value; -1 when any value is NaN.
 int argmax(const float* values, int n);
 
 // A uniform float in [0, 1) from a 64-bit generator, identical on every platform (unlike std distributions).

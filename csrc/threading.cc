@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 
@@ -15,11 +16,12 @@ std::atomic<int> num_threads{0};  // 0: not set yet, use every core
 
 int get_num_threads() {
   int n = num_threads.load();
-  return n > 0 ? n : omp_get_num_procs();
+  return n > 0 ? n : std::min(omp_get_num_procs(), kMaxThreads);
 }
 
 void set_num_threads(int n) {
-  require(n >= 1, "num_threads must be >= 1, got " + std::to_string(n));
+  require(n >= 1 && n <= kMaxThreads,
+          "num_threads must be in [1, " + std::to_string(kMaxThreads) + "], got " + std::to_string(n));
   num_threads.store(n);
 }
 

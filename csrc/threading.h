@@ -3,8 +3,13 @@
 
 namespace kvcache {
 
+// Far beyond any core count we run on, and low enough that each thread's scratch (attention's, up to
+// n_ctx x n_ctx floats in a prefill) and OpenMP's thread creation stay possible: at 33000 threads libgomp could not
+// create them and exited the process.
+constexpr int kMaxThreads = 256;
+
 int get_num_threads();
-// n >= 1; throws std::invalid_argument otherwise.
+// 1 <= n <= kMaxThreads; throws std::invalid_argument otherwise.
 void set_num_threads(int n);
 
 // Applies the thread count to the calling thread's OpenMP settings. OpenBLAS (OpenMP build) follows the same

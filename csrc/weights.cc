@@ -59,6 +59,22 @@ void convert_to_f32(float* out, const std::byte* in, int64_t n, DType dtype) {
   }
 }
 
+// Layers beyond config.n_layer mean the config and the weights do not belong together: loading only the first
+// n_layer of them would run a different model without a word.
+void require_no_extra_layers(const SafeTensorsFile& file, const GPT2Config& config, const std::string& path) {
+  for (const std::string& full : file.names()) {
+    const std::string name = full.rfind("transformer.", 0) == 0 ? full.substr(12) : full;
+    if (name.rfind("h.", 0) != 0) continue;
+    const std::size_t dot = name.find('.', 2);
+    const std::string index = name.substr(2, dot == std::string::npos ? std::string::npos : dot - 2);
+    if (index.empty() || index.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (index.size() > 9 || std::stoi(index) >= config.n_layer) {
+      fail("'" + path + "' holds tensor '" + full + "' of layer " + index + ", but config.json has n_layer=" +
+           std::to_string(config.n_layer) + ": the weights and the config do not belong together");
+    }
+  }
+}
+
 }  // namespace
 
 int64_t ParamSlot::numel() const {
@@ -142,6 +158,7 @@ std::unique_ptr<GPT2Weights> GPT2Weights::load(const std::string& path, const GP
     infos.push_back(&check(slot.name, slot.shape));
     if (!in_place(*infos.back())) to_convert += slot.numel();
   }
+  require_no_extra_layers(file, config, path);
   if (head != nullptr && !in_place(*head)) to_convert += head->numel();
   w->arena_ = xt::xtensor<float, 1>::from_shape({static_cast<std::size_t>(to_convert)});
   advise_huge_pages(w->arena_.data(), w->arena_.size() * sizeof(float));

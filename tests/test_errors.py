@@ -238,7 +238,9 @@ def test_config_not_json(bad_dir):
     (dict(n_head=0), r"n_head must be positive, got 0"),
     (dict(n_embd=10, n_head=3), r"n_embd \(10\) must be divisible by n_head \(3\)"),
     (dict(n_vocab=-5), r"n_vocab must be positive, got -5"),
-    (dict(eps=0.0), r"epsilon must be positive"),
+    (dict(eps=0.0), r"epsilon must be a positive finite float32"),
+    (dict(eps=float("inf")), r"epsilon must be a positive finite float32"),
+    (dict(eps=float("nan")), r"epsilon must be a positive finite float32"),
 ])
 def test_bad_gpt2config(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -427,3 +429,122 @@ def test_bad_crop(tiny):
     cache = tiny.model.new_cache(batch_size=1, max_seq_len=4)
     with pytest.raises(ValueError, match=r"crop length must be >= 0, got -1"):
         cache.crop(-1)
+    with pytest.raises(TypeError, match=r"max_length must be an int, got bool True"):
+        cache.crop(True)
+    with pytest.raises(ValueError, match=rf"max_length must fit a 32-bit int, got {2 ** 40}"):
+        cache.crop(2 ** 40)
+    with pytest.raises(TypeError, match=r"row must be an int, got float"):
+        cache.get_seq_length(0.0)
+
+
+# ---- config.json and weights that do not belong together ----------------------------------------------------------
+
+def test_checkpoint_larger_than_config(bad_dir):
+    """config.json says 1 layer, the file holds 2: loading only the first would run another model without a word."""
+    edit_config(bad_dir, lambda c: c.__setitem__("n_layer", 1))
+    with pytest.raises(ValueError, match=r"holds tensor 'transformer\.h\.1\..*' of layer 1, but config\.json has "
+                                         r"n_layer=1"):
+        GPT2.from_pretrained(bad_dir)
+
+
+def test_untied_config_needs_an_lm_head(bad_dir):
+    """tie_word_embeddings false and no lm_head.weight: the head would silently be the embeddings."""
+    edit_config(bad_dir, lambda c: c.__setitem__("tie_word_embeddings", False))
+    with pytest.raises(ValueError, match=r"tie_word_embeddings is false, but .*model\.safetensors has no "
+                                         r"lm_head\.weight"):
+        GPT2.from_pretrained(bad_dir)
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda c: c.update(eos_token_id=-1), r"eos_token_id must be null or one token id .* got -1"),
+    (lambda c: c.update(eos_token_id=5.0), r"eos_token_id must be null or one token id .* got 5\.0"),
+    (lambda c: c.update(eos_token_id=[5, 6]), r"eos_token_id must be null or one token id .* got \[5, 6\]"),
+    (lambda c: c.update(eos_token_id="5"), r"eos_token_id must be null or one token id .* got '5'"),
+    (lambda c: c.update(tie_word_embeddings="yes"), r"tie_word_embeddings must be true or false, got 'yes'"),
+    (lambda c: c.update(vocab_size=2 ** 31), rf"'vocab_size' must fit a 32-bit integer, got {2 ** 31}"),
+    (lambda c: c.update(layer_norm_epsilon="abc"), r"layer_norm_epsilon must be a positive number .* got 'abc'"),
+    (lambda c: c.update(layer_norm_epsilon=None), r"layer_norm_epsilon must be a positive number .* got None"),
+    (lambda c: c.update(layer_norm_epsilon=1e300), r"layer_norm_epsilon must be a positive number .* got 1e\+300"),
+    (lambda c: c.update(layer_norm_epsilon=1e-50), r"layer_norm_epsilon must be a positive number .* got 1e-50"),
+    (lambda c: c.update(scale_attn_weights=1), r"scale_attn_weights must be true .* got 1"),
+], ids=["eos-negative", "eos-float", "eos-list", "eos-str", "tie-str", "vocab-beyond-int32", "eps-str", "eps-null",
+        "eps-beyond-float32", "eps-rounds-to-0", "scale-int"])
+def test_bad_config_values_name_the_file(bad_dir, edit, pattern):
+    edit_config(bad_dir, edit)
+    with pytest.raises(ValueError, match=r"config\.json: .*" + pattern):
+        GPT2.from_pretrained(bad_dir)
+
+
+def test_config_not_utf8(bad_dir):
+    (bad_dir / "config.json").write_bytes(b'{"n_embd": "\xff\xfe"}')
+    with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
+        GPT2.from_pretrained(bad_dir)
+
+
+def test_no_eos_survives_save_and_load(bad_dir, tmp_path):
+    edit_config(bad_dir, lambda c: c.update(eos_token_id=None))
+    model = GPT2.from_pretrained(bad_dir)
+    assert model.eos_token_id is None
+    model.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["eos_token_id"] is None
+    assert GPT2.from_pretrained(tmp_path / "again").eos_token_id is None
+
+
+def test_weights_dtype_takes_numpy_dtypes_and_names_bad_ones(tiny):
+    assert GPT2.from_pretrained(tiny.path, weights_dtype=np.float32).weights_dtype == "float32"
+    assert GPT2.from_config(GPT2Config(n_layer=1, n_head=1, n_embd=8, n_vocab=10, n_ctx=8),
+                            weights_dtype=np.dtype("float32")).weights_dtype == "float32"
+    with pytest.raises(ValueError, match=r"weights_dtype must be 'float32', 'bfloat16' or 'int8', got 'f2'"):
+        GPT2.from_pretrained(tiny.path, weights_dtype="f2")
+    with pytest.raises(TypeError, match=r"weights_dtype must be a dtype name"):
+        GPT2.from_pretrained(tiny.path, weights_dtype=None)
+
+
+# ---- ids beyond int32, and ids the tokenizer does not have ---------------------------------------------------------
+
+@pytest.mark.parametrize("ids, pattern", [
+    ([2 ** 40], rf"token id {2 ** 40} in prompt 0 is outside the vocabulary \[0, {V}\)"),
+    (np.array([2 ** 63 + 1], np.uint64), rf"token id {2 ** 63 + 1} in prompt 0"),
+    ([[1], [-(2 ** 40)]], rf"token id {-(2 ** 40)} in prompt 1"),
+], ids=["2**40", "uint64", "negative-beyond-int32"])
+def test_ids_beyond_int32_are_named(tiny, ids, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tiny.model.generate_ids(ids, max_new_tokens=1)
+
+
+def test_forward_names_large_unsigned_ids_as_they_are(tiny):
+    with pytest.raises(ValueError, match=rf"token id {2 ** 64 - 5} is outside the vocabulary"):
+        tiny.model.forward(np.array([[2 ** 64 - 5]], np.uint64))
+
+
+def test_decode_rejects_ids_outside_the_tokenizer(text_ckpt):
+    tok = text_ckpt.model.tokenizer
+    assert tok.decode([15496]) == "Hello"
+    for bad in (tok.vocab_size, 59999, -1):
+        with pytest.raises(ValueError, match=rf"token id {bad} is outside the tokenizer's vocabulary \[0, "
+                                             rf"{tok.vocab_size}\)"):
+            text_ckpt.model.decode([15496, bad])
+    with pytest.raises(TypeError, match=r"token ids must be ints, got float"):
+        tok.decode([1.0])
+
+
+def test_stream_checks_its_arguments_at_the_call(text_ckpt):
+    with pytest.raises(TypeError, match=r"top_k must be an int"):
+        text_ckpt.model.stream("Hello", top_k="3")
+    with pytest.raises(ValueError, match=r"max_new_tokens must be >= 0"):
+        text_ckpt.model.stream("Hello", max_new_tokens=-1)
+
+
+@pytest.mark.parametrize("kwargs, error, pattern", [
+    (dict(n_layer=True), TypeError, r"n_layer must be an int, got bool True"),
+    (dict(n_layer=np.bool_(True)), TypeError, r"n_layer must be an int, got bool"),
+    (dict(n_head=2.0), TypeError, r"n_head must be an int, got float 2\.0"),
+    (dict(n_vocab=2 ** 31), ValueError, rf"n_vocab must fit a 32-bit int, got {2 ** 31}"),
+    (dict(eps=True), TypeError, r"eps must be a number, got bool True"),
+    (dict(eps="1e-5"), TypeError, r"eps must be a number, got str"),
+    (dict(eps=1e300), ValueError, r"layer_norm_epsilon must be a positive finite float32, got inf"),
+], ids=["bool-layers", "numpy-bool", "float-heads", "vocab-beyond-int32", "bool-eps", "str-eps", "eps-beyond-f32"])
+def test_gpt2config_argument_types(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        GPT2Config(**kwargs)
+    assert GPT2Config(n_layer=np.int64(3), eps=np.float32(1e-5)).n_layer == 3  # NumPy scalars are numbers

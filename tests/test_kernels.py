@@ -236,12 +236,19 @@ def test_stream_split_helps_a_slow_thread(restore_threads):
     assert by_slow.tolist() == list(range(len(by_slow)))  # a run from the front of its share
 
 
-@pytest.mark.parametrize("n", [0, -1])
-def test_set_num_threads_rejects_non_positive(restore_threads, n):
+@pytest.mark.parametrize("n", [0, -1, 257, 100_000, 2**31 - 1])
+def test_set_num_threads_rejects_counts_outside_1_to_256(restore_threads, n):
+    """100000 threads crashed the process (libgomp could not create them) before the upper bound."""
     before = kvcache.get_num_threads()
-    with pytest.raises(ValueError, match=rf"num_threads must be >= 1, got {n}"):
+    with pytest.raises(ValueError, match=rf"num_threads must be in \[1, 256\], got {n}"):
         kvcache.set_num_threads(n)
     assert kvcache.get_num_threads() == before
+
+
+@pytest.mark.parametrize("n, error", [(True, TypeError), (2.0, TypeError), ("2", TypeError), (2**40, ValueError)])
+def test_set_num_threads_rejects_non_ints(restore_threads, n, error):
+    with pytest.raises(error, match=r"\bn must"):
+        kvcache.set_num_threads(n)
 
 
 def test_default_thread_count_is_positive():

@@ -166,18 +166,47 @@ def test_degenerate_settings_are_argmax(params):
 
 @pytest.mark.parametrize("n", [1, 5, 8, 13, 50257])
 def test_greedy_takes_the_first_of_tied_largest_logits(n):
-    """Greedy's argmax finds the largest logit in vector lanes, then its first index: ties, infinities and NaNs must
-    still give what a scalar scan with > gives (NumPy's argmax, NaNs aside), wherever the winner sits."""
+    """Greedy's argmax finds the largest logit in vector lanes, then its first index: ties and infinities must still
+    give what a scalar scan with > gives (NumPy's argmax), wherever the winner sits."""
     rng = np.random.default_rng(n)
-    rows = rng.standard_normal((7, n)).astype(np.float32)
+    rows = rng.standard_normal((6, n)).astype(np.float32)
     for r, spots in enumerate([[n - 1], [0, n - 1], [n // 2, n - 1], [n // 3, n // 2]]):
         rows[r, spots] = 9.0
     rows[4, n - 1] = np.inf
     rows[5, :] = -np.inf
-    expected = rows[:6].argmax(axis=1).tolist()
-    rows[6, n // 2] = np.nan  # passed over, unless it is the first logit
-    expected.append(0 if n // 2 == 0 else int(np.nanargmax(rows[6])))
-    assert kvcache.sample(rows, do_sample=False) == expected
+    assert kvcache.sample(rows, do_sample=False) == rows.argmax(axis=1).tolist()
+
+
+@pytest.mark.parametrize("n", [1, 8, 13, 50257])
+@pytest.mark.parametrize("params", [dict(do_sample=False), dict(seed=0), dict(seed=0, top_k=5),
+                                    dict(seed=0, top_p=0.5)], ids=["greedy", "sample", "top_k", "top_p"])
+def test_a_nan_logit_is_an_error_wherever_it_sits(n, params):
+    """A NaN logit means a broken model or input: greedy used to pass over it and sampling returned the last id."""
+    for spot in sorted({0, n // 2, n - 1}):
+        rows = np.random.default_rng(spot).standard_normal((2, n)).astype(np.float32)
+        rows[1, spot] = np.nan
+        with pytest.raises(ValueError, match=rf"logits contain NaN \(token id {spot}\)"):
+            kvcache.sample(rows, **params)
+
+
+@pytest.mark.parametrize("params", [dict(), dict(top_k=3), dict(top_p=0.5)], ids=["plain", "top_k", "top_p"])
+def test_sampling_with_every_logit_minus_inf_is_an_error(params):
+    with pytest.raises(ValueError, match=r"no token has a finite logit"):
+        kvcache.sample(np.full(10, -np.inf, np.float32), seed=0, **params)
+    assert kvcache.sample(np.full(10, -np.inf, np.float32), do_sample=False) == 0  # argmax of ties: the first
+
+
+def test_sample_takes_lists_and_numpy_scalars_and_rejects_other_types():
+    assert kvcache.sample([0.0, 5.0, 1.0], do_sample=False) == 1
+    assert kvcache.sample(LOGITS, seed=np.int64(7)) == kvcache.sample(LOGITS, seed=7)
+    for bad in (np.array(["a", "b"]), np.array([1.0, 2.0], dtype=complex), np.array([True, False])):
+        with pytest.raises(TypeError, match=r"logits must be real numbers"):
+            kvcache.sample(bad)
+    for kwargs in (dict(do_sample=1), dict(temperature=True), dict(top_k=True), dict(top_k=2.0), dict(seed=1.5)):
+        with pytest.raises(TypeError):
+            kvcache.sample(LOGITS, **kwargs)
+    with pytest.raises(ValueError, match=r"temperature must fit a float32"):
+        kvcache.sample(LOGITS, temperature=1e39)
 
 
 def test_sample_shapes_and_types():

@@ -20,12 +20,14 @@ void register_cache(py::module_& m) {
       .def_property_readonly("batch_size", &KVCache::batch_size)
       .def_property_readonly("n_layer", &KVCache::n_layer)
       .def_property_readonly("seq_lens", &KVCache::seq_lens, "positions held by each batch row")
-      .def("get_seq_length", [](const KVCache& c, int row) {
+      .def("get_seq_length", [](const KVCache& c, const py::object& row_arg) {
+             const int row = int_argument(row_arg, "row");
              if (row < 0 || row >= c.batch_size()) throw py::index_error("row " + std::to_string(row) + " out of range");
              return c.seq_len(row);
            }, py::arg("row") = 0)
       .def("reset", &KVCache::reset, "Forget every position; the memory is kept for reuse.")
-      .def("crop", &KVCache::crop, py::arg("max_length"), "Keep only the first max_length positions of every row.")
+      .def("crop", [](KVCache& c, const py::object& n) { c.crop(int_argument(n, "max_length")); }, py::arg("max_length"),
+           "Keep only the first max_length positions of every row.")
       .def("__repr__", [](const KVCache& c) {
         return "KVCache(batch_size=" + std::to_string(c.batch_size()) + ", max_seq_len=" +
                std::to_string(c.max_seq_len()) + ", dtype='" + kv_type_name(c.type()) +

@@ -4,6 +4,7 @@
 
 #include "../config.h"
 #include "bindings.h"
+#include "convert.h"
 
 namespace py = pybind11;
 
@@ -11,13 +12,16 @@ namespace kvcache::bindings {
 
 void register_config(py::module_& m) {
   py::class_<GPT2Config>(m, "GPT2Config", "Shape of a GPT-2 family model (names of Hugging Face's config.json).")
-      .def(py::init([](int n_vocab, int n_ctx, int n_embd, int n_head, int n_layer, float eps) {
-             GPT2Config c{n_vocab, n_ctx, n_embd, n_head, n_layer, eps};
+      .def(py::init([](const py::object& n_vocab, const py::object& n_ctx, const py::object& n_embd,
+                       const py::object& n_head, const py::object& n_layer, const py::object& eps) {
+             GPT2Config c{int_argument(n_vocab, "n_vocab"), int_argument(n_ctx, "n_ctx"),
+                          int_argument(n_embd, "n_embd"),   int_argument(n_head, "n_head"),
+                          int_argument(n_layer, "n_layer"), float_argument(eps, "eps")};
              c.validate();
              return c;
            }),
            py::kw_only(), py::arg("n_vocab") = 50257, py::arg("n_ctx") = 1024, py::arg("n_embd") = 768,
-           py::arg("n_head") = 12, py::arg("n_layer") = 12, py::arg("eps") = 1e-5f)
+           py::arg("n_head") = 12, py::arg("n_layer") = 12, py::arg("eps") = 1e-5)
       .def_readonly("n_vocab", &GPT2Config::n_vocab)
       .def_readonly("n_ctx", &GPT2Config::n_ctx)
       .def_readonly("n_embd", &GPT2Config::n_embd)

@@ -40,7 +40,18 @@ void register_generator(py::module_& m) {
            py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("eos_token_id") = -1, py::arg("use_cache") = true,
            py::arg("cache_dtype") = "float32", py::keep_alive<1, 2>())
       .def("step", &Generator::step, py::call_guard<py::gil_scoped_release>())
-      .def("run", &Generator::run, py::call_guard<py::gil_scoped_release>())
+      // step by step, so that Ctrl-C (any pending signal) stops a long generation between two steps
+      .def("run", [](Generator& g) {
+        while (true) {
+          bool more = false;
+          {
+            py::gil_scoped_release release;
+            more = g.step();
+          }
+          if (!more) return;
+          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
+      })
       .def_property_readonly("done", &Generator::done)
       .def_property_readonly("last_tokens", &Generator::last_tokens)
       .def_property_readonly("sequences", &Generator::sequences)

@@ -2,10 +2,28 @@
 
 #include <climits>
 #include <string>
+#include <type_traits>
 
 namespace py = pybind11;
 
 namespace kvcache::bindings {
+
+namespace {
+template <class I>
+std::vector<int> checked_ids(const py::array& tokens) {
+  auto ids = py::array_t<I, py::array::c_style | py::array::forcecast>::ensure(tokens);
+  std::vector<int> out(ids.size());
+  const I* data = ids.data();
+  for (py::ssize_t i = 0; i < ids.size(); ++i) {
+    // the vocabulary's bounds are checked by the model; here only that the id survives the narrowing to int
+    if (data[i] > static_cast<I>(INT_MAX) || (std::is_signed_v<I> && data[i] < static_cast<I>(INT_MIN))) {
+      throw py::value_error("token id " + std::to_string(data[i]) + " is outside the vocabulary");
+    }
+    out[i] = static_cast<int>(data[i]);
+  }
+  return out;
+}
+}  // namespace
 
 std::vector<int> token_matrix(const py::array& tokens, int& rows, int& T) {
   if (tokens.dtype().kind() != 'i' && tokens.dtype().kind() != 'u') {
@@ -15,18 +33,36 @@ std::vector<int> token_matrix(const py::array& tokens, int& rows, int& T) {
     throw py::value_error("token ids must be a 2-D array (batch, seq_len), got " + std::to_string(tokens.ndim()) +
                           " dimensions");
   }
-  auto ids = py::array_t<long long, py::array::c_style | py::array::forcecast>::ensure(tokens);
-  rows = static_cast<int>(ids.shape(0));
-  T = static_cast<int>(ids.shape(1));
-  std::vector<int> out(ids.size());
-  const long long* data = ids.data();
-  for (py::ssize_t i = 0; i < ids.size(); ++i) {
-    if (data[i] < INT_MIN || data[i] > INT_MAX) {
-      throw py::value_error("token id " + std::to_string(data[i]) + " is outside the vocabulary");
-    }
-    out[i] = static_cast<int>(data[i]);
+  rows = static_cast<int>(tokens.shape(0));
+  T = static_cast<int>(tokens.shape(1));
+  // unsigned ids as unsigned: 2**64 - 5 read as a signed integer would be -5
+  return tokens.dtype().kind() == 'u' ? checked_ids<unsigned long long>(tokens) : checked_ids<long long>(tokens);
+}
+
+int int_argument(const py::handle& value, const char* name) {
+  // ints and NumPy integers (anything with __index__), but not bools, Python's or NumPy's (both types are named
+  // "bool"): True is no count
+  const std::string type_name = py::str(py::type::of(value).attr("__name__"));
+  if (type_name == "bool" || PyIndex_Check(value.ptr()) == 0) {
+    throw py::type_error(std::string(name) + " must be an int, got " + type_name + " " +
+                         py::repr(value).cast<std::string>());
   }
-  return out;
+  const py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+  const long long v = index ? PyLong_AsLongLong(index.ptr()) : 0;
+  if (PyErr_Occurred() != nullptr || v < INT_MIN || v > INT_MAX) {
+    PyErr_Clear();
+    throw py::value_error(std::string(name) + " must fit a 32-bit int, got " + py::repr(value).cast<std::string>());
+  }
+  return static_cast<int>(v);
+}
+
+float float_argument(const py::handle& value, const char* name) {
+  const std::string type_name = py::str(py::type::of(value).attr("__name__"));
+  if (type_name == "bool" || py::isinstance<py::str>(value) || !py::hasattr(value, "__float__")) {
+    throw py::type_error(std::string(name) + " must be a number, got " + type_name + " " +
+                         py::repr(value).cast<std::string>());
+  }
+  return static_cast<float>(py::float_(py::reinterpret_borrow<py::object>(value)).cast<double>());
 }
 
 WeightType weight_type(const std::string& name) {

@@ -16,6 +16,11 @@ namespace kvcache::bindings {
 // other ranks or ids that do not fit an int.
 std::vector<int> token_matrix(const pybind11::array& tokens, int& rows, int& T);
 
+// A Python int (not a bool) that fits an int32: TypeError / ValueError naming `name` otherwise.
+int int_argument(const pybind11::handle& value, const char* name);
+// A real number (int, float or a NumPy scalar; not a bool or a str) as a float: TypeError naming `name` otherwise.
+float float_argument(const pybind11::handle& value, const char* name);
+
 // "float32" | "bfloat16" | "int8" -> WeightType; ValueError naming the choices otherwise.
 WeightType weight_type(const std::string& name);
 std::string weight_type_name(WeightType type);

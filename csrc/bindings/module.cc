@@ -3,6 +3,7 @@
 
 #include "../threading.h"
 #include "bindings.h"
+#include "convert.h"
 
 namespace py = pybind11;
 
@@ -15,7 +16,7 @@ PYBIND11_MODULE(_core, m) {
   kvcache::bindings::register_generator(m);
   kvcache::bindings::register_sampler(m);
   kvcache::bindings::register_kernels(m);
-  m.def("set_num_threads", &kvcache::set_num_threads, py::arg("n"),
-        "Threads used by the kernels (default: every core).");
+  m.def("set_num_threads", [](const py::object& n) { kvcache::set_num_threads(kvcache::bindings::int_argument(n, "n")); },
+        py::arg("n"), "Threads used by the kernels, 1-256 (default: every core).");
   m.def("get_num_threads", &kvcache::get_num_threads);
 }

@@ -5,8 +5,9 @@
     print(model.generate("Once upon a time", max_new_tokens=50))
 """
 
-from ._core import GPT2Config, KVCache, get_num_threads, sample, set_num_threads
+from ._core import GPT2Config, KVCache, get_num_threads, set_num_threads
 from .model import GPT2
+from .sampling import sample
 from .tokenizer import GPT2Tokenizer
 
 __all__ = ["GPT2", "GPT2Config", "GPT2Tokenizer", "KVCache", "get_num_threads", "sample", "set_num_threads"]

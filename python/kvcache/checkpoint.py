@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from ._core import GPT2Config
+from .arguments import INT32_MAX
 from .tokenizer import TOKENIZER_FILES
 
 CONFIG_NAME = "config.json"
@@ -21,12 +23,19 @@ _REQUIRED = {"vocab_size": ("vocab_size",), "n_positions": ("n_positions", "n_ct
              "n_head": ("n_head",), "n_layer": ("n_layer",)}
 
 
-def read_config(path: str) -> tuple[GPT2Config, Dict[str, Any]]:
-    """Parse a GPT-2 config.json; raises ValueError for anything we would compute differently from transformers."""
+class CheckpointSettings(NamedTuple):
+    """What config.json says beyond the model's shape."""
+    eos_token_id: Optional[int]  # None: generation never stops early
+    tie_word_embeddings: bool
+
+
+def read_config(path: str) -> Tuple[GPT2Config, CheckpointSettings]:
+    """Parse a GPT-2 config.json; raises ValueError, naming the file, for anything we cannot read or would compute
+    differently from transformers."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object")
@@ -40,6 +49,8 @@ def read_config(path: str) -> tuple[GPT2Config, Dict[str, Any]]:
         value = found[0]
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{path}: field {name!r} must be an integer, got {value!r}")
+        if value > INT32_MAX:  # positivity and the shape's consistency: GPT2Config's checks
+            raise ValueError(f"{path}: field {name!r} must fit a 32-bit integer, got {value!r}")
         fields[name] = value
     act = raw.get("activation_function", "gelu_new")
     if act != "gelu_new":
@@ -49,18 +60,45 @@ def read_config(path: str) -> tuple[GPT2Config, Dict[str, Any]]:
         raise ValueError(f"{path}: n_inner={n_inner} is not supported (GPT-2 uses 4 * n_embd)")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
         if raw.get(flag):
-            raise ValueError(f"{path}: {flag}=true is not supported")
+            raise ValueError(f"{path}: {flag}={raw[flag]!r} is not supported")
     if raw.get("scale_attn_weights", True) is not True:
-        raise ValueError(f"{path}: scale_attn_weights=false is not supported")
+        raise ValueError(f"{path}: scale_attn_weights must be true (GPT-2's attention), got "
+                         f"{raw['scale_attn_weights']!r}")
     eps = raw.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < _as_float32(eps) < math.inf:
+        raise ValueError(f"{path}: layer_norm_epsilon must be a positive number that float32 holds, got {eps!r}")
     config = GPT2Config(n_vocab=fields["vocab_size"], n_ctx=fields["n_positions"], n_embd=fields["n_embd"],
                         n_head=fields["n_head"], n_layer=fields["n_layer"], eps=float(eps))
-    return config, raw
+    return config, CheckpointSettings(_eos_token_id(raw, path), _flag(raw, "tie_word_embeddings", True, path))
+
+
+def _as_float32(value: float) -> float:
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.float32(value))
+
+
+def _eos_token_id(raw: Dict[str, Any], path: str) -> Optional[int]:
+    """GPT-2's end-of-text id by default; null means none. A list (allowed by transformers for other models) is
+    refused rather than cut to one of its ids."""
+    eos = raw.get("eos_token_id", 50256)
+    if eos is None:
+        return None
+    if isinstance(eos, bool) or not isinstance(eos, int) or not 0 <= eos <= INT32_MAX:
+        raise ValueError(f"{path}: eos_token_id must be null or one token id (an integer >= 0), got {eos!r}")
+    return eos
+
+
+def _flag(raw: Dict[str, Any], name: str, default: bool, path: str) -> bool:
+    value = raw.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{path}: {name} must be true or false, got {value!r}")
+    return value
 
 
 def config_dict(config: GPT2Config, eos_token_id: Optional[int]) -> Dict[str, Any]:
-    """config.json contents that transformers' GPT2LMHeadModel.from_pretrained reads back to the same model."""
-    eos = 50256 if eos_token_id is None else eos_token_id
+    """config.json contents that transformers' GPT2LMHeadModel.from_pretrained reads back to the same model; no
+    end-of-text id (None) is written as null, and read back as none."""
+    eos = eos_token_id
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",

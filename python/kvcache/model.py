@@ -9,65 +9,29 @@ import numpy as np
 
 from . import _core
 from ._core import GPT2Config, KVCache
+from .arguments import SEED_MAX, check_bool, check_dtype, check_float, check_int, check_seed, check_token_id
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve, save_checkpoint
 from .tokenizer import GPT2Tokenizer
 
 _FROM_CONFIG = object()  # sentinel: "use the eos_token_id of the model's config"
 
 
-_INT32_MAX = 2**31 - 1
-
-
-def _check_int(name: str, value, minimum: Optional[int] = None, maximum: int = _INT32_MAX) -> int:
-    """An int within the range the C++ side takes (int32 unless told otherwise), else TypeError / ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return int(value)
-
-
-_SEED_MAX = 2**64 - 1
-
-
-def _check_dtype(name: str, value) -> str:
-    """A dtype name as a str (np.float16 and np.dtype("float16") accepted too); the core rejects unknown names."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        raise TypeError(f"{name} must be a dtype name such as 'float16', got None")
-    try:
-        return np.dtype(value).name
-    except TypeError:
-        raise TypeError(f"{name} must be a dtype name such as 'float16', got {type(value).__name__} {value!r}") from None
-
-
-def _check_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _as_id_rows(ids) -> tuple[List[List[int]], bool]:
-    """Token ids as a list of rows, and whether the input was a single sequence."""
+def _as_id_rows(ids, n_vocab: int) -> tuple[List[List[int]], bool]:
+    """Token ids as a list of rows, and whether the input was a single sequence; every id in [0, n_vocab)."""
     if isinstance(ids, np.ndarray):
         if ids.dtype.kind not in "iu":
             raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
-        if ids.ndim == 1:
-            return [ids.tolist()], True
-        if ids.ndim == 2:
-            return ids.tolist(), False
-        raise ValueError(f"token ids must be 1-D or 2-D, got {ids.ndim} dimensions")
-    if not isinstance(ids, (list, tuple)):
+        if ids.ndim not in (1, 2):
+            raise ValueError(f"token ids must be 1-D or 2-D, got {ids.ndim} dimensions")
+        rows, single = ([ids.tolist()], True) if ids.ndim == 1 else (ids.tolist(), False)
+    elif isinstance(ids, (list, tuple)):
+        single = len(ids) == 0 or not isinstance(ids[0], (list, tuple, np.ndarray))
+        rows = [list(ids)] if single else [list(r) for r in ids]
+    else:
         raise TypeError(f"token ids must be a list of ints or a list of lists, got {type(ids).__name__}")
-    single = len(ids) == 0 or not isinstance(ids[0], (list, tuple, np.ndarray))
-    rows = [list(ids)] if single else [list(r) for r in ids]
-    for row in rows:
+    for i, row in enumerate(rows):
         for t in row:
-            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
-                raise TypeError(f"token ids must be ints, got {type(t).__name__} {t!r}")
+            check_token_id(t, n_vocab, where=f" in prompt {i}")
     return rows, single
 
 
@@ -92,20 +56,27 @@ class GPT2:
         per decoded token) or "int8" (a quarter, one scale per output channel). Activations and all sums stay
         float32 (the KV cache too, unless new_cache / generate ask for 16 bits); decode is memory-bound, so fewer
         bytes are faster."""
+        weights_dtype = check_dtype("weights_dtype", weights_dtype)
         directory = resolve(name_or_path)
-        config, raw = read_config(os.path.join(directory, CONFIG_NAME))
-        core = _core.Model.load(os.path.join(directory, WEIGHTS_NAME), config, weights_dtype)
+        config_path = os.path.join(directory, CONFIG_NAME)
+        config, settings = read_config(config_path)
+        weights_path = os.path.join(directory, WEIGHTS_NAME)
+        core = _core.Model.load(weights_path, config, weights_dtype)
+        if not settings.tie_word_embeddings and core.tied:
+            raise ValueError(f"{config_path}: tie_word_embeddings is false, but {weights_path} has no "
+                             f"lm_head.weight to use instead of the tied embeddings")
         tokenizer = GPT2Tokenizer.from_dir(directory)
         if tokenizer is None and config.n_vocab == 50257:
             tokenizer = GPT2Tokenizer.default()  # the standard GPT-2 vocabulary
-        return cls(core, tokenizer, raw.get("eos_token_id", 50256))
+        return cls(core, tokenizer, settings.eos_token_id)
 
     @classmethod
     def from_config(cls, config: GPT2Config, seed: int = 0, weights_dtype: str = "float32") -> "GPT2":
         """A randomly initialised model, as GPT-2 initialises (normal, std 0.02; residual projections scaled)."""
         if not isinstance(config, GPT2Config):
             raise TypeError(f"config must be a GPT2Config, got {type(config).__name__}")
-        core = _core.Model.random(config, _check_int("seed", seed, 0, _SEED_MAX), weights_dtype)
+        core = _core.Model.random(config, check_int("seed", seed, 0, SEED_MAX),
+                                  check_dtype("weights_dtype", weights_dtype))
         return cls(core, GPT2Tokenizer.default() if config.n_vocab >= 50257 else None)
 
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> None:
@@ -165,9 +136,13 @@ class GPT2:
         return ids
 
     def stream(self, prompt: str, max_new_tokens: int = 20, **kwargs) -> Iterator[str]:
-        """Yield the continuation of one prompt piece by piece, as it is produced."""
+        """Yield the continuation of one prompt piece by piece, as it is produced. Bad arguments raise here, at the
+        call, not at the first next()."""
         tok = self._need_tokenizer()
-        generator = self._generator([self._encode_prompt(prompt)], max_new_tokens, **kwargs)
+        return self._pieces(tok, self._generator([self._encode_prompt(prompt)], max_new_tokens, **kwargs))
+
+    @staticmethod
+    def _pieces(tok: GPT2Tokenizer, generator: _core.Generator) -> Iterator[str]:
         produced: List[int] = []
         emitted = ""
         while generator.step():
@@ -196,7 +171,7 @@ class GPT2:
         keys and values as "float32", "float16" (half the cache's bytes; values beyond +-65504 saturate) or
         "bfloat16" (half the bytes, float32's range, 8 bits of precision).
         """
-        rows, single = _as_id_rows(ids)
+        rows, single = _as_id_rows(ids, self.config.n_vocab)
         generator = self._generator(rows, max_new_tokens, do_sample=do_sample, temperature=temperature,
                                     top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id,
                                     use_cache=use_cache, cache_dtype=cache_dtype)
@@ -209,28 +184,28 @@ class GPT2:
                    eos_token_id=_FROM_CONFIG, use_cache: bool = True, cache_dtype: str = "float32") -> _core.Generator:
         if not rows:
             raise ValueError("no prompt given")
-        if not isinstance(do_sample, bool) or not isinstance(use_cache, bool):
-            raise TypeError("do_sample and use_cache must be bools")
+        do_sample, use_cache = check_bool("do_sample", do_sample), check_bool("use_cache", use_cache)
         if eos_token_id is _FROM_CONFIG:
             eos_token_id = self.eos_token_id
         if eos_token_id is not None:
-            _check_int("eos_token_id", eos_token_id, 0)
+            check_int("eos_token_id", eos_token_id, 0)
+        seed = check_seed(seed)
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little") if do_sample else 0
         return _core.Generator(
-            self._core, rows, max_new_tokens=_check_int("max_new_tokens", max_new_tokens, 0), do_sample=do_sample,
-            temperature=_check_float("temperature", temperature), top_k=_check_int("top_k", top_k),
-            top_p=_check_float("top_p", top_p), seed=_check_int("seed", seed, 0, _SEED_MAX),
+            self._core, rows, max_new_tokens=check_int("max_new_tokens", max_new_tokens, 0), do_sample=do_sample,
+            temperature=check_float("temperature", temperature), top_k=check_int("top_k", top_k),
+            top_p=check_float("top_p", top_p), seed=seed,
             eos_token_id=-1 if eos_token_id is None else eos_token_id, use_cache=use_cache,
-            cache_dtype=_check_dtype("cache_dtype", cache_dtype))
+            cache_dtype=check_dtype("cache_dtype", cache_dtype))
 
     # ---- the cache ----------------------------------------------------------------------------------------------
     def new_cache(self, batch_size: int = 1, max_seq_len: Optional[int] = None, dtype: str = "float32") -> KVCache:
         """A KV cache allocated once: 2 x n_layer x batch_size x max_seq_len x n_embd values of dtype, "float32",
         "float16" or "bfloat16" (2 bytes each: half the memory, and half the bytes attention reads per step)."""
         max_seq_len = self.config.n_ctx if max_seq_len is None else max_seq_len
-        return self._core.new_cache(_check_int("batch_size", batch_size, 1), _check_int("max_seq_len", max_seq_len, 1),
-                                    _check_dtype("dtype", dtype))
+        return self._core.new_cache(check_int("batch_size", batch_size, 1), check_int("max_seq_len", max_seq_len, 1),
+                                    check_dtype("dtype", dtype))
 
     def forward(self, tokens, cache: Optional[KVCache] = None) -> np.ndarray:
         """tokens (B, T) -> logits (B, T, n_vocab) float32. With a cache, each row continues at its own length and

@@ -8,6 +8,8 @@ from typing import List, Optional, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from .arguments import check_token_id
+
 END_OF_TEXT = "<|endoftext|>"
 TOKENIZER_JSON = "tokenizer.json"
 # Files that carry a tokenizer from one checkpoint directory to another (save_pretrained copies those present).
@@ -71,4 +73,7 @@ class GPT2Tokenizer:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=False)
+        """Ids -> text. An id the vocabulary does not have is a ValueError (the Rust decoder would drop it)."""
+        size = self.vocab_size
+        ids = [check_token_id(t, size, vocabulary="the tokenizer's vocabulary") for t in ids]
+        return self._tok.decode(ids, skip_special_tokens=False)
