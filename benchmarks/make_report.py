@@ -228,9 +228,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     parser.add_argument("--images", default="../results/figures", help="figures folder as seen from the page")
     args = parser.parse_args(argv)
+    page = render(args.results, args.images)  # first: a failed render must not empty an existing page
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        f.write(render(args.results, args.images))
+        f.write(page)
     print("wrote", args.out)
 
 

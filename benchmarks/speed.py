@@ -241,7 +241,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.threads:
+    if args.threads is not None:  # 0 or -1 is an error (set_num_threads says so), not "the default"
         kvcache.set_num_threads(args.threads)
     threads = kvcache.get_num_threads()
     directory = args.model or random_checkpoint()

@@ -13,13 +13,13 @@ SEED_MAX = 2**64 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def check_int(name: str, value, minimum: Optional[int] = None, maximum: int = INT32_MAX) -> int:
-    """An int within the range the C++ side takes (int32 unless told otherwise)."""
+def check_int(name: str, value, minimum: Optional[int] = None, maximum: Optional[int] = INT32_MAX) -> int:
+    """An int within the range the C++ side takes (int32 unless told otherwise; None: no upper bound)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value > maximum:
+    if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 

@@ -204,7 +204,7 @@ def _plot(out: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    if args.threads:
+    if args.threads is not None:  # 0 or -1 is an error (set_num_threads says so), not "the default"
         set_num_threads(args.threads)
     if args.command == "plot":
         _plot(args.out)

@@ -120,22 +120,46 @@ def config_dict(config: GPT2Config, eos_token_id: Optional[int]) -> Dict[str, An
 
 def save_checkpoint(directory: str, config: GPT2Config, state: Dict[str, np.ndarray], tied: bool,
                     eos_token_id: Optional[int], tokenizer_dir: Optional[str]) -> None:
+    """Weights first, config.json last, each written to a temporary file and renamed over the old one: a failure
+    (a full disk, no permission) leaves a checkpoint already there loadable, never a new config beside old weights.
+    Renaming also leaves a model that memory-maps the old weights file reading the old, intact bytes."""
     from safetensors.numpy import save_file
 
     os.makedirs(directory, exist_ok=True)
-    cfg = config_dict(config, eos_token_id)
-    cfg["tie_word_embeddings"] = tied
-    with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as f:
-        json.dump(cfg, f, indent=2)
     # transformers' names: the body under "transformer.", the head as "lm_head.weight" (omitted when tied).
     tensors = {(k if k.startswith("lm_head") else "transformer." + k): np.ascontiguousarray(v)
                for k, v in state.items()}
-    save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
+    weights_path = os.path.join(directory, WEIGHTS_NAME)
+    try:
+        _replace_atomically(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    except OSError:
+        raise
+    except Exception as e:  # safetensors' SafetensorError for an I/O failure
+        raise OSError(f"could not write {weights_path}: {e}") from e
+    cfg = config_dict(config, eos_token_id)
+    cfg["tie_word_embeddings"] = tied
+
+    def write_config(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(cfg, f, indent=2)
+
+    _replace_atomically(os.path.join(directory, CONFIG_NAME), write_config)
     if tokenizer_dir is not None:
         for name in TOKENIZER_FILES:
             src = os.path.join(tokenizer_dir, name)
             if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(directory, name)):
                 shutil.copyfile(src, os.path.join(directory, name))
+
+
+def _replace_atomically(path: str, write) -> None:
+    """write(tmp) into a temporary file beside path, then rename it over path; the temporary file never stays."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _hub_cache_dir() -> str:

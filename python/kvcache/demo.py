@@ -52,7 +52,7 @@ def main(argv=None) -> None:
           f"{get_num_threads()} threads")
     print(f"Prompt: {args.prompt!r} ({n_prompt} tokens); generating {args.max_new_tokens} new tokens, greedy\n")
 
-    timed_generate(model, args.prompt, 4, use_cache=True)  # warm-up: page in the weights, start the threads
+    timed_generate(model, args.prompt, min(4, args.max_new_tokens), use_cache=True)  # warm-up: page in the weights, start the threads
     cached_text, cached_s = timed_generate(model, args.prompt, args.max_new_tokens, use_cache=True)
     uncached_text, uncached_s = timed_generate(model, args.prompt, args.max_new_tokens, use_cache=False)
     cache = model.new_cache(1, n_prompt + args.max_new_tokens)

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from tqdm import tqdm
 
 from ._core import GPT2Config
+from .arguments import check_int
 from .model import GPT2
 from .process_memory import release_free_memory, rss_bytes
 
@@ -71,6 +72,7 @@ def _dtype_bytes(dtype: str) -> int:
 def kv_cache_bytes(config, seq_len: int, batch_size: int = 1, dtype: str = "float32") -> int:
     """2 (K and V) x layers x batch x heads x seq_len x head_dim x bytes per value."""
     s = as_shape(config)
+    seq_len, batch_size = check_int("seq_len", seq_len, 0, None), check_int("batch_size", batch_size, 1, None)
     return 2 * s.n_layer * batch_size * s.n_head * seq_len * s.head_dim * _dtype_bytes(dtype)
 
 

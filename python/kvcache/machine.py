@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ._core import get_num_threads, kernels, set_num_threads
+from .arguments import check_int
 
 _PACKAGES = ("kvcache", "numpy", "torch", "transformers", "matplotlib")
 
@@ -57,10 +58,10 @@ def read_bandwidth_probe(nbytes: int = 1 << 30) -> Callable[..., float]:
     thread sums its share, reading every byte once with too little arithmetic to be the limit) and returns the
     bytes/s of the fastest of `repeats` passes. Keep nbytes far larger than any cache, so this is DRAM bandwidth:
     the ceiling for a decode step. Build it once and call it many times to probe in between other measurements."""
-    data = np.ones(nbytes // 4, dtype=np.float32)
+    data = np.ones(check_int("nbytes", nbytes, 1 << 20, None) // 4, dtype=np.float32)  # at least 1 MiB
 
     def probe(repeats: int = 1) -> float:
-        return kernels.probe_read_bandwidth(data, repeats)
+        return kernels.probe_read_bandwidth(data, check_int("repeats", repeats, 1))
 
     return probe
 
@@ -68,6 +69,7 @@ def read_bandwidth_probe(nbytes: int = 1 << 30) -> Callable[..., float]:
 def measure_read_bandwidth(nbytes: int = 1 << 30, threads: Optional[int] = None, repeats: int = 5) -> float:
     """Bytes/s that `threads` threads (default: the engine's) read from RAM: the best of `repeats` passes of
     read_bandwidth_probe over a buffer of `nbytes`."""
+    check_int("repeats", repeats, 1)
     probe = read_bandwidth_probe(nbytes)
     with _engine_threads(threads):
         return probe(repeats)
@@ -76,6 +78,7 @@ def measure_read_bandwidth(nbytes: int = 1 << 30, threads: Optional[int] = None,
 def measure_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of a float32 (n x n) @ (n x n) matmul in NumPy's BLAS: the ceiling for a prefill or an uncached
     step, which are matrix products too. (BLAS uses its own thread count, by default every core.)"""
+    check_int("n", n, 1, None), check_int("repeats", repeats, 1)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)

@@ -13,6 +13,7 @@ from .arguments import SEED_MAX, check_bool, check_dtype, check_float, check_int
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve, save_checkpoint
 from .tokenizer import GPT2Tokenizer
 
+GPT2_VOCAB_SIZE = 50257
 _FROM_CONFIG = object()  # sentinel: "use the eos_token_id of the model's config"
 
 
@@ -66,8 +67,12 @@ class GPT2:
             raise ValueError(f"{config_path}: tie_word_embeddings is false, but {weights_path} has no "
                              f"lm_head.weight to use instead of the tied embeddings")
         tokenizer = GPT2Tokenizer.from_dir(directory)
-        if tokenizer is None and config.n_vocab == 50257:
+        if tokenizer is None and config.n_vocab == GPT2_VOCAB_SIZE:
             tokenizer = GPT2Tokenizer.default()  # the standard GPT-2 vocabulary
+        if tokenizer is not None and tokenizer.vocab_size < config.n_vocab:
+            raise ValueError(f"the tokenizer in {directory} has {tokenizer.vocab_size} tokens, fewer than the model's "
+                             f"vocab_size={config.n_vocab}: text could not hold every id the model produces (remove "
+                             f"the tokenizer files to work with ids alone)")
         return cls(core, tokenizer, settings.eos_token_id)
 
     @classmethod
@@ -77,10 +82,14 @@ class GPT2:
             raise TypeError(f"config must be a GPT2Config, got {type(config).__name__}")
         core = _core.Model.random(config, check_int("seed", seed, 0, SEED_MAX),
                                   check_dtype("weights_dtype", weights_dtype))
-        return cls(core, GPT2Tokenizer.default() if config.n_vocab >= 50257 else None)
+        # GPT-2's tokenizer only for GPT-2's vocabulary: with a padded one (50304) generated text could hold ids the
+        # tokenizer does not have; such a model works with ids
+        return cls(core, GPT2Tokenizer.default() if config.n_vocab == GPT2_VOCAB_SIZE else None)
 
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> None:
         """Write config.json + model.safetensors (+ tokenizer files): transformers' from_pretrained reads it."""
+        if not isinstance(directory, (str, os.PathLike)) or isinstance(os.fspath(directory), bytes):
+            raise TypeError(f"directory must be a str or os.PathLike of str, got {type(directory).__name__}")
         save_checkpoint(os.fspath(directory), self.config, self._core.state_dict(), self._core.tied,
                         self.eos_token_id, self.tokenizer.source_dir if self.tokenizer else None)
 

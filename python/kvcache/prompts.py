@@ -7,6 +7,7 @@ from typing import List, Sequence, Union
 
 import numpy as np
 
+from .arguments import check_int, check_token_id
 from .model import GPT2
 
 PROMPT_TEXT = ("The key-value cache stores the keys and values of every token already seen, so that each new "
@@ -26,6 +27,8 @@ def prompt_ids(model: GPT2, prompt: Union[str, int, Sequence[int]]) -> List[int]
     """A prompt as ids: text is encoded, an int is a length (make_prompt), a sequence is taken as ids."""
     if isinstance(prompt, str):
         return model.encode(prompt)
-    if isinstance(prompt, (int, np.integer)):
-        return make_prompt(model, int(prompt))
-    return [int(t) for t in prompt]
+    if isinstance(prompt, (int, np.integer)) and not isinstance(prompt, bool):
+        return make_prompt(model, check_int("prompt length", prompt, 1))
+    if isinstance(prompt, bool) or not isinstance(prompt, (list, tuple, np.ndarray)):
+        raise TypeError(f"prompt must be text, a length or a list of ids, got {type(prompt).__name__} {prompt!r}")
+    return [check_token_id(t, model.config.n_vocab) for t in prompt]

@@ -16,6 +16,16 @@ TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", TOKENIZER_JSON)
 
 
+def _check_text(text) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: no bytes to tokenize
+        raise ValueError(f"text is not valid Unicode: {text[e.start:e.end]!r} at index {e.start} "
+                         f"(a lone surrogate)") from None
+
+
 class GPT2Tokenizer:
     """Text <-> token ids. Built from vocab.json + merges.txt, or from tokenizer.json when a checkpoint has one."""
 
@@ -28,7 +38,10 @@ class GPT2Tokenizer:
         for path in (vocab_path, merges_path):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"tokenizer file not found: {path!r}")
-        tok = Tokenizer(models.BPE.from_file(vocab_path, merges_path))
+        try:
+            tok = Tokenizer(models.BPE.from_file(vocab_path, merges_path))
+        except Exception as e:  # the Rust library's bare Exception, naming neither file
+            raise ValueError(f"{vocab_path} + {merges_path}: not a valid GPT-2 vocabulary and merges ({e})") from None
         # GPT-2's pre-tokenization regex over bytes mapped to printable unicode; no prefix space, like GPT-2.
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -41,7 +54,10 @@ class GPT2Tokenizer:
         transformers writes, with any added tokens) wins over vocab.json + merges.txt."""
         serialized = os.path.join(directory, TOKENIZER_JSON)
         if os.path.isfile(serialized):
-            return cls(Tokenizer.from_file(serialized), os.path.abspath(directory))
+            try:
+                return cls(Tokenizer.from_file(serialized), os.path.abspath(directory))
+            except Exception as e:  # the Rust library's bare Exception, without the file's name
+                raise ValueError(f"{serialized}: not a valid tokenizer.json ({e})") from None
         vocab, merges = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
         if os.path.isfile(vocab) and os.path.isfile(merges):
             return cls.from_files(vocab, merges)
@@ -62,14 +78,14 @@ class GPT2Tokenizer:
         return self._tok.token_to_id(END_OF_TEXT)
 
     def encode(self, text: str) -> List[int]:
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        _check_text(text)
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of str, got one str (its characters would be the prompts)")
         for t in texts:
-            if not isinstance(t, str):
-                raise TypeError(f"every prompt must be a str, got {type(t).__name__}")
+            _check_text(t)
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -1,0 +1,130 @@
+"""Bad input to the tools around the model (saving, tokenizer files, the demo and benchmark command lines, the
+benchmark library): a clear exception before any work, and nothing already on disk damaged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+import kvcache
+from kvcache import GPT2, GPT2Config, bench, demo, machine
+from kvcache.engine_benchmarks import benchmark_generation
+from kvcache.kv_memory import kv_cache_bytes
+from conftest import TOKENIZER_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import make_report  # noqa: E402
+import speed  # noqa: E402
+
+SMALL = dict(n_layer=1, n_head=2, n_embd=16)
+
+
+def test_a_failed_save_leaves_the_checkpoint_there_loadable(tmp_path, monkeypatch):
+    """config.json was written before the weights: a failing weights write left a new config beside old weights."""
+    GPT2.from_config(GPT2Config(n_vocab=50, n_ctx=32, **SMALL), seed=1).save_pretrained(tmp_path)
+    before = sorted(os.listdir(tmp_path)), (tmp_path / "config.json").read_bytes()
+    import safetensors.numpy
+
+    def failing_save(*args, **kwargs):
+        raise Exception("I/O error: Permission denied (os error 13)")  # as safetensors' SafetensorError reads
+    monkeypatch.setattr(safetensors.numpy, "save_file", failing_save)
+    with pytest.raises(OSError, match=r"could not write .*model\.safetensors: I/O error"):
+        GPT2.from_config(GPT2Config(n_vocab=60, n_ctx=32, **SMALL), seed=2).save_pretrained(tmp_path)
+    assert (sorted(os.listdir(tmp_path)), (tmp_path / "config.json").read_bytes()) == before  # no temporary left
+    assert GPT2.from_pretrained(tmp_path).config.n_vocab == 50
+
+
+def test_save_pretrained_rejects_bytes_paths(tmp_path):
+    with pytest.raises(TypeError, match=r"directory must be a str or os\.PathLike of str, got bytes"):
+        GPT2.from_config(GPT2Config(n_vocab=50, n_ctx=32, **SMALL)).save_pretrained(os.fsencode(tmp_path / "b"))
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_padded_vocabulary_gets_no_gpt2_tokenizer(tmp_path):
+    """GPT-2's 50257-token tokenizer on a 50304-token model let generate() fail at the end, on an id it lacks."""
+    model = GPT2.from_config(GPT2Config(n_vocab=50304, n_ctx=32, **SMALL))
+    assert model.tokenizer is None
+    assert GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).tokenizer is not None
+    model.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(TOKENIZER_DIR / name, tmp_path / name)
+    with pytest.raises(ValueError, match=r"has 50257 tokens, fewer than the model's vocab_size=50304"):
+        GPT2.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name, content, pattern", [
+    ("tokenizer.json", "{", r"tokenizer\.json: not a valid tokenizer\.json"),
+    ("tokenizer.json", "[1, 2]", r"tokenizer\.json: not a valid tokenizer\.json"),
+    ("vocab.json", "{}x", r"vocab\.json \+ .*merges\.txt: not a valid GPT-2 vocabulary and merges"),
+    ("vocab.json", "[]", r"vocab\.json \+ .*merges\.txt: not a valid GPT-2 vocabulary and merges"),
+], ids=["json-cut", "json-list", "vocab-garbage", "vocab-list"])
+def test_corrupt_tokenizer_files_are_named(tmp_path, name, content, pattern):
+    GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).save_pretrained(tmp_path)
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=pattern):
+        GPT2.from_pretrained(tmp_path)
+
+
+def test_text_with_a_lone_surrogate_is_named():
+    model = GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL))
+    with pytest.raises(ValueError, match=r"not valid Unicode: '\\ud800' at index 2"):
+        model.generate("ab\ud800", max_new_tokens=1)
+    with pytest.raises(TypeError, match=r"one str"):
+        model.tokenizer.encode_batch("abc")
+
+
+def test_demo_warm_up_fits_a_short_context(tmp_path, capsys):
+    """The warm-up asked for 4 new tokens whatever --max-new-tokens said, beyond a 16-token context."""
+    GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=16, **SMALL)).save_pretrained(tmp_path)
+    prompt = "a b c d e f g h i j k l m"  # 13 tokens: 13 + 2 fits in 16, 13 + 4 does not
+    demo.main(["--model", str(tmp_path), "--max-new-tokens", "2", "--prompt", prompt])
+    assert "with KV cache" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("main, argv", [(bench.main, ["plot", "--out", "unused"]), (speed.main, [])],
+                         ids=["bench", "speed"])
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_command_lines_reject_a_bad_thread_count(main, argv, threads):
+    """--threads 0 was taken as "the default" and the run went ahead on every core."""
+    before = kvcache.get_num_threads()
+    with pytest.raises(ValueError, match=rf"num_threads must be in \[1, 256\], got {threads}"):
+        main(argv + ["--threads", threads])
+    assert kvcache.get_num_threads() == before
+
+
+def test_make_report_keeps_the_page_when_there_are_no_results(tmp_path):
+    page = tmp_path / "keep.md"
+    page.write_text("the last report")
+    with pytest.raises(SystemExit, match="no results"):
+        make_report.main(["--results", str(tmp_path / "none"), "--out", str(page)])
+    assert page.read_text() == "the last report"
+
+
+@pytest.mark.parametrize("call, error, pattern", [
+    (lambda: kv_cache_bytes("gpt2", "100"), TypeError, r"seq_len must be an int, got str"),
+    (lambda: kv_cache_bytes("gpt2", -1), ValueError, r"seq_len must be >= 0, got -1"),
+    (lambda: kv_cache_bytes("gpt2", 10, batch_size=0), ValueError, r"batch_size must be >= 1, got 0"),
+    (lambda: machine.measure_read_bandwidth(0), ValueError, r"nbytes must be >= 1048576, got 0"),
+    (lambda: machine.measure_read_bandwidth(1 << 20, repeats=0), ValueError, r"repeats must be >= 1, got 0"),
+    (lambda: machine.measure_matmul_flops(0), ValueError, r"n must be >= 1, got 0"),
+], ids=["str-length", "negative-length", "zero-batch", "zero-bytes", "zero-repeats", "zero-matmul"])
+def test_bench_library_rejects_nonsense(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+@pytest.mark.parametrize("prompt, error, pattern", [
+    (True, TypeError, r"prompt must be text, a length or a list of ids, got bool"),
+    (0, ValueError, r"prompt length must be >= 1, got 0"),
+    ([1, 2.5], TypeError, r"token ids must be ints, got float"),
+    ([1, 10 ** 6], ValueError, r"token id 1000000 is outside the vocabulary"),
+], ids=["bool", "zero-length", "float-id", "id-beyond-vocabulary"])
+def test_benchmark_generation_checks_its_prompt(prompt, error, pattern):
+    model = GPT2.from_config(GPT2Config(n_vocab=50, n_ctx=32, **SMALL))
+    with pytest.raises(error, match=pattern):
+        benchmark_generation(model, prompt, 2)
