@@ -21,6 +21,7 @@ import numpy as np
 
 from kvcache import GPT2
 from kvcache._core import Generator
+from kvcache.arguments import positive_int
 from kvcache.demo import random_checkpoint
 from kvcache.kv_memory import CACHE_DTYPES
 # the sibling script: one way to time a decode step
@@ -67,9 +68,9 @@ def greedy_agreement(reference: list, other: list, prompt_len: int) -> int:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="Hugging Face GPT-2 directory (default: random-init 124M)")
-    parser.add_argument("--positions", type=int, default=1024, help="positions per sequence (<= n_ctx)")
-    parser.add_argument("--sequences", type=int, default=2)
-    parser.add_argument("--greedy-tokens", type=int, default=100)
+    parser.add_argument("--positions", type=positive_int, default=1024, help="positions per sequence (<= n_ctx)")
+    parser.add_argument("--sequences", type=positive_int, default=2)
+    parser.add_argument("--greedy-tokens", type=positive_int, default=100)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     directory = args.model or random_checkpoint()

@@ -4,6 +4,7 @@ benchmark library): a clear exception before any work, and nothing already on di
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 
@@ -128,3 +129,29 @@ def test_benchmark_generation_checks_its_prompt(prompt, error, pattern):
     model = GPT2.from_config(GPT2Config(n_vocab=50, n_ctx=32, **SMALL))
     with pytest.raises(error, match=pattern):
         benchmark_generation(model, prompt, 2)
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["generate", "--batch-size", "0"], r"--batch-size: must be >= 1, got 0"),
+    (["generate", "--prompt-tokens", "-5"], r"--prompt-tokens: must be >= 1, got -5"),
+    (["generate", "--new-tokens", "x"], r"--new-tokens: expected an integer, got 'x'"),
+], ids=["zero-batch", "negative-prompt", "not-a-number"])
+def test_bench_command_line_counts_are_usage_errors(argv, pattern, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2 and re.search(pattern, capsys.readouterr().err)
+
+
+def test_bench_plot_without_results_is_a_usage_error(tmp_path, capsys):
+    """It did nothing and exited 0."""
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["plot", "--out", str(tmp_path / "none")])
+    assert exit_.value.code == 2 and "no results to plot in" in capsys.readouterr().err
+
+
+def test_precision_script_counts_are_usage_errors(capsys):
+    """--sequences 0 ended in an IndexError after loading three models."""
+    import precision
+    with pytest.raises(SystemExit) as exit_:
+        precision.main(["--sequences", "0"])
+    assert exit_.value.code == 2 and "--sequences: must be >= 1, got 0" in capsys.readouterr().err

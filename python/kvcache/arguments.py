@@ -54,6 +54,18 @@ def check_seed(value) -> Optional[int]:
     return None if value is None else check_int("seed", value, 0, SEED_MAX)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1, so that a command line fails at its parsing, with its usage."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def check_dtype(name: str, value) -> str:
     """A dtype name as a str (np.float16 and np.dtype("float16") accepted too); the core rejects unknown names."""
     if isinstance(value, str):

@@ -36,6 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import get_num_threads, set_num_threads
 from ._core import GPT2Config
+from .arguments import positive_int
 from .claims import CLAIMED_SECONDS_100, CLAIMED_SPEEDUP, claims_table, memory_claims
 from .engine_benchmarks import (SpeedupRow, benchmark_batch, benchmark_generation, compare_cache_performance,
                                 uncached_step_cost)
@@ -185,11 +186,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="write data only")
     g = p.add_argument_group("generate")
-    g.add_argument("--prompt-tokens", type=int, default=8)
-    g.add_argument("--new-tokens", type=int, default=100)
-    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--prompt-tokens", type=positive_int, default=8)
+    g.add_argument("--new-tokens", type=positive_int, default=100)
+    g.add_argument("--batch-size", type=positive_int, default=1)
     g.add_argument("--no-cache", action="store_true")
-    g.add_argument("--repeats", type=int, default=3)
+    g.add_argument("--repeats", type=positive_int, default=3)
     return p
 
 
@@ -203,12 +204,19 @@ def _plot(out: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.threads is not None:  # 0 or -1 is an error (set_num_threads says so), not "the default"
         set_num_threads(args.threads)
     if args.command == "plot":
+        if not load_results(args.out):
+            parser.error(f"no results to plot in {args.out!r}: run a suite with --out {args.out} first")
         _plot(args.out)
         return 0
+    if args.command != "generate":  # before the suites run, not after: a run can take an hour
+        os.makedirs(args.out, exist_ok=True)
+        if not os.access(args.out, os.W_OK):
+            parser.error(f"cannot write to --out {args.out!r}")
     sizes = Sizes.small() if args.small else Sizes()
     model, source = _load_model(args.model, sizes)
     if args.command == "generate":
