@@ -3,6 +3,7 @@ benchmark library): a clear exception before any work, and nothing already on di
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -155,3 +156,14 @@ def test_precision_script_counts_are_usage_errors(capsys):
     with pytest.raises(SystemExit) as exit_:
         precision.main(["--sequences", "0"])
     assert exit_.value.code == 2 and "--sequences: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_saved_files_look_like_any_new_file(tmp_path):
+    """model.safetensors came out 0600 (safetensors' temporary file), and eps as 9.999999747378752e-06."""
+    GPT2.from_config(GPT2Config(n_vocab=50, n_ctx=32, **SMALL)).save_pretrained(tmp_path)
+    probe = tmp_path / "probe"
+    probe.write_text("")
+    expected = probe.stat().st_mode & 0o777
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == expected
+    assert json.loads((tmp_path / "config.json").read_text())["layer_norm_epsilon"] == 1e-05

@@ -108,7 +108,8 @@ def config_dict(config: GPT2Config, eos_token_id: Optional[int]) -> Dict[str, An
         "n_head": config.n_head,
         "n_layer": config.n_layer,
         "n_inner": None,
-        "layer_norm_epsilon": config.eps,
+        # the shortest decimal of the float32 value: 1e-05, not 9.999999747378752e-06
+        "layer_norm_epsilon": float(np.format_float_scientific(np.float32(config.eps), unique=True)),
         "activation_function": "gelu_new",
         "initializer_range": 0.02,
         "bos_token_id": eos,
@@ -152,10 +153,14 @@ def save_checkpoint(directory: str, config: GPT2Config, state: Dict[str, np.ndar
 
 
 def _replace_atomically(path: str, write) -> None:
-    """write(tmp) into a temporary file beside path, then rename it over path; the temporary file never stays."""
+    """write(tmp) into a temporary file beside path, then rename it over path; the temporary file never stays. The
+    file gets the mode of any new file here (0o666 less the umask): safetensors' own temporary file is 0o600."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
+        open(tmp, "wb").close()
+        mode = os.stat(tmp).st_mode & 0o777
         write(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
