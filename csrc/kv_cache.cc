@@ -46,7 +46,7 @@ void KVCache::advance(int row, int n_new) {
 }
 
 void KVCache::reset() {
-  require_not_held("reset");
+  const Hold hold(*this, "reset");
   std::fill(seq_lens_.begin(), seq_lens_.end(), 0);
 }
 
@@ -54,21 +54,15 @@ void KVCache::reset_row(int row) { seq_lens_[row] = 0; }
 
 void KVCache::crop(int max_length) {
   require(max_length >= 0, "crop length must be >= 0, got " + std::to_string(max_length));
-  require_not_held("crop");
+  const Hold hold(*this, "crop");
   for (int& len : seq_lens_) len = std::min(len, max_length);
 }
 
-namespace {
-const char* const kHeldMessage = "is in use by a forward pass on another thread; a KV cache serves one call at a "
-                                 "time (give each thread its own cache)";
-}
-
-void KVCache::require_not_held(const char* what) const {
-  if (held_->load(std::memory_order_acquire)) fail(std::string("cannot ") + what + " the KV cache: it " + kHeldMessage);
-}
-
-KVCache::Hold::Hold(KVCache& cache) : cache_(cache) {
-  if (cache.held_->exchange(true, std::memory_order_acquire)) fail(std::string("the KV cache ") + kHeldMessage);
+KVCache::Hold::Hold(KVCache& cache, const char* what) : cache_(cache) {
+  if (cache.held_->exchange(true, std::memory_order_acquire)) {
+    fail(std::string("cannot ") + what + " the KV cache: it is in use by a forward pass on another thread; a KV "
+         "cache serves one call at a time (give each thread its own cache)");
+  }
 }
 
 }  // namespace kvcache

@@ -55,10 +55,11 @@ class KVCache {
 
   // One call at a time: a forward pass holds the cache from start to end (the Python layer releases the GIL, so two
   // threads could otherwise write one cache at once: corrupt keys, lengths advanced twice, a crashed process).
-  // Claiming a cache that is held, and reset / crop while it is held, throw std::invalid_argument instead.
+  // Claiming a cache that is held throws std::invalid_argument instead; reset and crop claim it too (a check
+  // alone could pass just before a forward on another thread claims it). what: the action, for the message.
   class Hold {
    public:
-    explicit Hold(KVCache& cache);
+    explicit Hold(KVCache& cache, const char* what = "run a forward pass on");
     ~Hold() { cache_.held_->store(false, std::memory_order_release); }
     Hold(const Hold&) = delete;
     Hold& operator=(const Hold&) = delete;
@@ -81,7 +82,6 @@ class KVCache {
   // Behind a pointer so that the cache stays movable; allocated once, with the cache.
   std::unique_ptr<std::atomic<bool>> held_ = std::make_unique<std::atomic<bool>>(false);
 
-  void require_not_held(const char* what) const;
 };
 
 // The element type must be the cache's (asserted in debug builds): attention picks it from type() once per call.
