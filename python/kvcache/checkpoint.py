@@ -98,7 +98,6 @@ def _flag(raw: Dict[str, Any], name: str, default: bool, path: str) -> bool:
 def config_dict(config: GPT2Config, eos_token_id: Optional[int]) -> Dict[str, Any]:
     """config.json contents that transformers' GPT2LMHeadModel.from_pretrained reads back to the same model; no
     end-of-text id (None) is written as null, and read back as none."""
-    eos = eos_token_id
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -112,8 +111,8 @@ def config_dict(config: GPT2Config, eos_token_id: Optional[int]) -> Dict[str, An
         "layer_norm_epsilon": float(np.format_float_scientific(np.float32(config.eps), unique=True)),
         "activation_function": "gelu_new",
         "initializer_range": 0.02,
-        "bos_token_id": eos,
-        "eos_token_id": eos,
+        "bos_token_id": eos_token_id,
+        "eos_token_id": eos_token_id,
         "tie_word_embeddings": True,
         "torch_dtype": "float32",
     }
