@@ -21,7 +21,7 @@ import numpy as np
 
 from kvcache import GPT2
 from kvcache._core import Generator
-from kvcache.arguments import positive_int
+from kvcache.arguments import positive_int, usage_errors
 from kvcache.demo import random_checkpoint
 from kvcache.kv_memory import CACHE_DTYPES
 # the sibling script: one way to time a decode step
@@ -74,8 +74,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     directory = args.model or random_checkpoint()
-    models = {dtype: GPT2.from_pretrained(directory, weights_dtype=dtype) for dtype in DTYPES}
+    with usage_errors(parser):  # a missing or malformed --model
+        models = {dtype: GPT2.from_pretrained(directory, weights_dtype=dtype) for dtype in DTYPES}
     reference = models["float32"]
+    if args.positions > reference.config.n_ctx:
+        parser.error(f"--positions {args.positions} exceeds the model's context of {reference.config.n_ctx}")
+    if args.greedy_tokens + 16 > reference.config.n_ctx:
+        parser.error(f"--greedy-tokens {args.greedy_tokens} + the 16-token prompt exceed the model's context of "
+                     f"{reference.config.n_ctx}")
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, reference.config.n_vocab, size=(args.sequences, args.positions))
     prompt = tokens[0, :16].tolist()

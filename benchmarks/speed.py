@@ -25,6 +25,7 @@ from typing import Optional
 import kvcache
 from kvcache import GPT2
 from kvcache._core import Generator, kernels
+from kvcache.arguments import thread_count, usage_errors
 from kvcache.demo import random_checkpoint
 from kvcache.machine import best_seconds, read_bandwidth_probe
 
@@ -238,14 +239,15 @@ def generation_seconds_transformers(directory: str, prompt: list, n: int, thread
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="Hugging Face GPT-2 directory (default: random-init 124M)")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=thread_count, default=None)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.threads is not None:  # 0 or -1 is an error (set_num_threads says so), not "the default"
+    if args.threads is not None:
         kvcache.set_num_threads(args.threads)
     threads = kvcache.get_num_threads()
     directory = args.model or random_checkpoint()
-    model = GPT2.from_pretrained(directory)
+    with usage_errors(parser):  # a missing or malformed --model
+        model = GPT2.from_pretrained(directory)
     weight_bytes = model.weights_nbytes
 
     decode_tokens_per_s(model, 1, steps=8)  # warm-up: page the weights in, start the threads

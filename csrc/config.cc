@@ -19,7 +19,7 @@ void GPT2Config::validate() const {
   require(n_embd % n_head == 0, "config: n_embd (" + std::to_string(n_embd) + ") must be divisible by n_head (" +
                                     std::to_string(n_head) + ")");
   require(std::isfinite(eps) && eps > 0.0f,
-          "config: layer_norm_epsilon must be a positive finite float32, got " + std::to_string(eps));
+          "config: layer_norm_epsilon must be a positive finite float32, got " + float_text(eps));
 }
 
 }  // namespace kvcache

@@ -2,6 +2,8 @@
 // std::invalid_argument (bad input, corrupt file) -> ValueError.
 #pragma once
 
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -16,6 +18,17 @@ struct FileError : std::runtime_error {
 
 inline void require(bool condition, const std::string& message) {
   if (!condition) fail(message);
+}
+
+// A float as the shortest decimal that reads back to it (1e-05, 0.9, inf), for messages: std::to_string's fixed
+// six decimals turned a tiny top_p into "0.000000" and eps 1e-5 into "0.000010".
+inline std::string float_text(float value) {
+  char text[32];
+  for (int digits = 1; digits <= 9; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, static_cast<double>(value));
+    if (std::strtof(text, nullptr) == value) break;
+  }
+  return text;
 }
 
 }  // namespace kvcache

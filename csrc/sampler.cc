@@ -11,9 +11,9 @@ namespace kvcache {
 
 void SamplingParams::validate() const {
   require(std::isfinite(temperature) && temperature >= 0.0f,
-          "temperature must be a finite number >= 0, got " + std::to_string(temperature));
+          "temperature must be a finite number >= 0, got " + float_text(temperature));
   require(top_k >= 0, "top_k must be >= 0 (0 = off), got " + std::to_string(top_k));
-  require(top_p > 0.0f && top_p <= 1.0f, "top_p must be in (0, 1] (1 = off), got " + std::to_string(top_p));
+  require(top_p > 0.0f && top_p <= 1.0f, "top_p must be in (0, 1] (1 = off), got " + float_text(top_p));
 }
 
 // The largest value is found in vector lanes first, then its first index: the scalar scan was about 1% of a

@@ -8,6 +8,7 @@ namespace kvcache {
 // create them and exited the process.
 constexpr int kMaxThreads = 256;
 
+// The count set last, else OMP_NUM_THREADS (a count in [1, kMaxThreads]), else every core (at most kMaxThreads).
 int get_num_threads();
 // 1 <= n <= kMaxThreads; throws std::invalid_argument otherwise.
 void set_num_threads(int n);

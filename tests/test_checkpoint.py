@@ -3,8 +3,10 @@ the KV cache's size, random initialisation, and finding a model in the Hugging F
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -206,6 +208,27 @@ def test_config_equality():
     assert not (a == None)  # noqa: E711
     assert a != "GPT2Config(n_embd=64)"
     assert a not in [None, 3]
+
+
+def test_config_is_hashable_and_pickles():
+    """Immutable, so it can key a dict and cross to another process (multiprocessing, copy.deepcopy); it could not."""
+    a = GPT2Config(n_embd=64, n_head=4, eps=1e-6)
+    assert hash(a) == hash(GPT2Config(n_embd=64, n_head=4, eps=1e-6))
+    assert {a: "x"}[GPT2Config(n_embd=64, n_head=4, eps=1e-6)] == "x"
+    assert len({a, GPT2Config(n_embd=64, n_head=4), GPT2Config(n_embd=64, n_head=4, eps=1e-6)}) == 2
+    for copied in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a), copy.copy(a)):
+        assert copied == a and copied.eps == a.eps and copied.head_dim == 16
+
+
+@pytest.mark.parametrize("state, error, pattern", [
+    ((50257, 1024, 64, 3, 2, 1e-5), ValueError, "n_head"),  # a shape the constructor refuses
+    ((50257, 1024, 64, 4, 2), ValueError, "6 fields, got 5"),
+    ((50257, 1024, 64, 4, 2, "x"), TypeError, "eps"),
+])
+def test_config_unpickling_checks_like_the_constructor(state, error, pattern):
+    """A pickle is data from outside: its state is what __setstate__ gets (pickle.loads calls it the same way)."""
+    with pytest.raises(error, match=pattern):
+        GPT2Config.__new__(GPT2Config).__setstate__(state)
 
 
 def test_config_defaults_are_gpt2_small():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -251,8 +255,32 @@ def test_set_num_threads_rejects_non_ints(restore_threads, n, error):
         kvcache.set_num_threads(n)
 
 
-def test_default_thread_count_is_positive():
-    assert kvcache.get_num_threads() >= 1
+def _default_threads(omp_num_threads):
+    """get_num_threads() in a fresh process started with OMP_NUM_THREADS set to this (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if omp_num_threads is not None:
+        env["OMP_NUM_THREADS"] = omp_num_threads
+    out = subprocess.run([sys.executable, "-c", "import kvcache; print(kvcache.get_num_threads())"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)
+
+
+@pytest.mark.parametrize("omp_num_threads, expected", [
+    (None, "cores"), ("1", 1), ("3", 3), ("3,2", 3), ("256", 256),
+    ("0", "cores"), ("257", "cores"), ("-2", "cores"), ("two", "cores"), ("", "cores"), ("2x", "cores"),
+])
+def test_default_thread_count_is_omp_num_threads_else_every_core(omp_num_threads, expected):
+    """Users who share a machine set OMP_NUM_THREADS for PyTorch and NumPy; it was ignored. A value that is not a
+    count in [1, 256] falls back to every core (as unset), rather than failing at import."""
+    cores = min(len(os.sched_getaffinity(0)), 256)
+    assert _default_threads(omp_num_threads) == (cores if expected == "cores" else expected)
+
+
+def test_set_num_threads_overrides_omp_num_threads():
+    env = dict(os.environ, OMP_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", "import kvcache; kvcache.set_num_threads(1); "
+                          "print(kvcache.get_num_threads())"], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 100, 6143, 6144, 24577, 40000])  # both sides of the split to threads

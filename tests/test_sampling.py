@@ -209,6 +209,25 @@ def test_sample_takes_lists_and_numpy_scalars_and_rejects_other_types():
         kvcache.sample(LOGITS, temperature=1e39)
 
 
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(top_p=1e-50), r"top_p must fit a float32 \(it rounds 1e-50 to 0\)"),  # was "got 0.000000"
+    (dict(temperature=1e-50), r"temperature must fit a float32 \(it rounds 1e-50 to 0\)"),  # was greedy, silently
+    (dict(top_p=0.0), r"top_p must be in \(0, 1\] \(1 = off\), got 0$"),
+    (dict(top_p=1.25), r"got 1\.25$"),
+    (dict(temperature=-1e-3), r"temperature must be a finite number >= 0, got -0\.001$"),
+], ids=["top_p-underflow", "temperature-underflow", "zero-top_p", "top_p-above-1", "negative-t"])
+def test_sampling_parameter_errors_show_the_value(kwargs, pattern):
+    """Messages print the float32 the core got as its shortest decimal, and values float32 turns into 0 are refused."""
+    with pytest.raises(ValueError, match=pattern):
+        kvcache.sample(LOGITS, seed=0, **kwargs)
+
+
+def test_a_tiny_float_in_a_core_message_is_not_rounded_to_zero():
+    assert kvcache.sample(LOGITS, seed=0, top_p=1.5e-7) in range(LOGITS.size)  # tiny, but a valid top_p
+    with pytest.raises(ValueError, match=r"layer_norm_epsilon must be a positive finite float32, got -1\.5e-07$"):
+        kvcache.GPT2Config(eps=-1.5e-7)  # std::to_string printed "-0.000000"
+
+
 def test_sample_shapes_and_types():
     one = kvcache.sample(LOGITS, seed=1)
     assert isinstance(one, int) and 0 <= one < LOGITS.size

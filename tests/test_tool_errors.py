@@ -88,15 +88,56 @@ def test_demo_warm_up_fits_a_short_context(tmp_path, capsys):
     assert "with KV cache" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("main, argv", [(bench.main, ["plot", "--out", "unused"]), (speed.main, [])],
-                         ids=["bench", "speed"])
-@pytest.mark.parametrize("threads", ["0", "-1"])
-def test_command_lines_reject_a_bad_thread_count(main, argv, threads):
-    """--threads 0 was taken as "the default" and the run went ahead on every core."""
+@pytest.mark.parametrize("main, argv", [(bench.main, ["plot", "--out", "unused"]), (speed.main, []), (demo.main, [])],
+                         ids=["bench", "speed", "demo"])
+@pytest.mark.parametrize("threads, pattern", [("0", "must be >= 1, got 0"), ("-1", "must be >= 1, got -1"),
+                                              ("257", "must be <= 256, got 257"), ("2.5", "expected an integer")])
+def test_command_lines_reject_a_bad_thread_count(main, argv, threads, pattern, capsys):
+    """--threads 0 was taken as "the default" and the run went ahead on every core; then it ended in a traceback."""
     before = kvcache.get_num_threads()
-    with pytest.raises(ValueError, match=rf"num_threads must be in \[1, 256\], got {threads}"):
+    with pytest.raises(SystemExit) as exit_:
         main(argv + ["--threads", threads])
+    assert exit_.value.code == 2 and f"--threads: {pattern}" in capsys.readouterr().err
     assert kvcache.get_num_threads() == before
+
+
+def _precision_main(argv):
+    import precision
+    return precision.main(argv)
+
+
+@pytest.mark.parametrize("main, argv", [(bench.main, ["generate"]), (speed.main, []), (demo.main, []),
+                                        (_precision_main, [])], ids=["bench", "speed", "demo", "precision"])
+@pytest.mark.parametrize("problem", ["missing", "no-weights", "bad-config"])
+def test_command_lines_name_a_bad_model_in_one_line(main, argv, problem, tmp_path, capsys):
+    """A missing or malformed --model ended in a traceback; now a usage error (exit 2) naming the problem."""
+    directory = tmp_path / "model"
+    if problem != "missing":
+        GPT2.from_config(GPT2Config(n_vocab=50, n_ctx=32, **SMALL)).save_pretrained(directory)
+    if problem == "no-weights":
+        (directory / "model.safetensors").unlink()
+    if problem == "bad-config":
+        (directory / "config.json").write_text('{"n_layer": -1}')
+    expected = {"missing": "model directory not found", "no-weights": "model.safetensors",
+                "bad-config": "config.json: missing required field"}[problem]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--model", str(directory)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and expected in err.splitlines()[-1] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("main, argv, pattern", [
+    (bench.main, ["generate", "--prompt-tokens", "30", "--new-tokens", "3"],
+     "--prompt-tokens 30 + --new-tokens 3 exceed the model's context of 32 positions"),
+    (demo.main, ["--max-new-tokens", "40"], "--max-new-tokens 40 exceed the model's context of 32 positions"),
+    (_precision_main, ["--positions", "33"], "--positions 33 exceeds the model's context of 32"),
+    (_precision_main, ["--positions", "32", "--greedy-tokens", "17"], "--greedy-tokens 17 + the 16-token prompt exceed"),
+], ids=["bench", "demo", "precision-positions", "precision-greedy"])
+def test_command_lines_refuse_lengths_beyond_the_context_before_any_work(main, argv, pattern, tmp_path, capsys):
+    GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).save_pretrained(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--model", str(tmp_path)])
+    assert exit_.value.code == 2 and pattern in capsys.readouterr().err
 
 
 def test_make_report_keeps_the_page_when_there_are_no_results(tmp_path):

@@ -3,12 +3,19 @@
 #include <string>
 
 #include "../config.h"
+#include "../errors.h"
 #include "bindings.h"
 #include "convert.h"
 
 namespace py = pybind11;
 
 namespace kvcache::bindings {
+
+namespace {
+py::tuple fields(const GPT2Config& c) {
+  return py::make_tuple(c.n_vocab, c.n_ctx, c.n_embd, c.n_head, c.n_layer, c.eps);
+}
+}  // namespace
 
 void register_config(py::module_& m) {
   py::class_<GPT2Config>(m, "GPT2Config", "Shape of a GPT-2 family model (names of Hugging Face's config.json).")
@@ -36,6 +43,19 @@ void register_config(py::module_& m) {
                    a.n_layer == b.n_layer && a.eps == b.eps;
           },
           py::is_operator())  // comparing with another type gives NotImplemented, hence False, not TypeError
+      // immutable, so hashable (a dict key, a cache key) with equal configs hashing alike
+      .def("__hash__", [](const GPT2Config& c) { return py::hash(fields(c)); })
+      // pickling (multiprocessing, copy.deepcopy) goes through the constructor's checks again
+      .def(py::pickle([](const GPT2Config& c) { return fields(c); },
+                      [](const py::tuple& t) {
+                        require(t.size() == 6, "GPT2Config pickle state must have 6 fields, got " +
+                                                   std::to_string(t.size()));
+                        GPT2Config c{int_argument(t[0], "n_vocab"), int_argument(t[1], "n_ctx"),
+                                     int_argument(t[2], "n_embd"),  int_argument(t[3], "n_head"),
+                                     int_argument(t[4], "n_layer"), float_argument(t[5], "eps")};
+                        c.validate();
+                        return c;
+                      }))
       .def("__repr__", [](const GPT2Config& c) {
         return "GPT2Config(n_vocab=" + std::to_string(c.n_vocab) + ", n_ctx=" + std::to_string(c.n_ctx) +
                ", n_embd=" + std::to_string(c.n_embd) + ", n_head=" + std::to_string(c.n_head) +

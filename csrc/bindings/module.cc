@@ -17,6 +17,7 @@ PYBIND11_MODULE(_core, m) {
   kvcache::bindings::register_sampler(m);
   kvcache::bindings::register_kernels(m);
   m.def("set_num_threads", [](const py::object& n) { kvcache::set_num_threads(kvcache::bindings::int_argument(n, "n")); },
-        py::arg("n"), "Threads used by the kernels, 1-256 (default: every core).");
+        py::arg("n"), "Threads used by the kernels, 1-256 (default: OMP_NUM_THREADS, else every core).");
   m.def("get_num_threads", &kvcache::get_num_threads);
+  m.attr("MAX_THREADS") = kvcache::kMaxThreads;
 }

@@ -3,8 +3,10 @@ the argument and the value it got, before anything reaches the C++ core."""
 
 from __future__ import annotations
 
+import argparse
 import math
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -34,12 +36,15 @@ def check_token_id(value, size: int, *, where: str = "", vocabulary: str = "the 
 
 
 def check_float(name: str, value) -> float:
-    """A real number that float32 holds (the core's type): 1e39 would become inf there and be reported as such."""
+    """A real number that float32 holds (the core's type): 1e39 would become inf there and be reported as such, and
+    1e-50 would become 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     value = float(value)
     if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
         raise ValueError(f"{name} must fit a float32 (|x| <= {_FLOAT32_MAX:.4g}), got {value!r}")
+    if value != 0.0 and np.float32(value) == 0.0:  # temperature 1e-50 would turn into 0 there: greedy, silently
+        raise ValueError(f"{name} must fit a float32 (it rounds {value!r} to 0)")
     return value
 
 
@@ -56,7 +61,6 @@ def check_seed(value) -> Optional[int]:
 
 def positive_int(text: str) -> int:
     """An argparse type: a count of at least 1, so that a command line fails at its parsing, with its usage."""
-    import argparse
     try:
         value = int(text)
     except ValueError:
@@ -64,6 +68,26 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def thread_count(text: str) -> int:
+    """An argparse type: a thread count the core takes (1 to its MAX_THREADS)."""
+    from ._core import MAX_THREADS
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_THREADS}, got {value}")
+    return value
+
+
+@contextmanager
+def usage_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """Bad input named on a command line (a missing or malformed checkpoint, a length beyond the context) ends as a
+    usage error: the usage, one line naming the problem, exit status 2; not a traceback. Only around the steps that
+    read what the user named: anywhere else a traceback is a bug's, and should be seen."""
+    try:
+        yield
+    except (OSError, ValueError, TypeError) as e:
+        parser.error(str(e))
 
 
 def check_dtype(name: str, value) -> str:

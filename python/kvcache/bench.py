@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import get_num_threads, set_num_threads
 from ._core import GPT2Config
-from .arguments import positive_int
+from .arguments import positive_int, thread_count, usage_errors
 from .claims import CLAIMED_SECONDS_100, CLAIMED_SPEEDUP, claims_table, memory_claims
 from .engine_benchmarks import (SpeedupRow, benchmark_batch, benchmark_generation, compare_cache_performance,
                                 uncached_step_cost)
@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="folder for JSON/CSV; figures go to OUT/figures")
     p.add_argument("--small", action="store_true", default=small_mode(), help="tiny model and lengths (CI)")
     p.add_argument("--model", help="checkpoint folder (config.json + model.safetensors); default: random GPT-2")
-    p.add_argument("--threads", type=int, help="engine and torch threads (default: the engine's default)")
+    p.add_argument("--threads", type=thread_count, help="engine and torch threads (default: the engine's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="write data only")
     g = p.add_argument_group("generate")
@@ -206,7 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.threads is not None:  # 0 or -1 is an error (set_num_threads says so), not "the default"
+    if args.threads is not None:
         set_num_threads(args.threads)
     if args.command == "plot":
         if not load_results(args.out):
@@ -218,8 +218,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not os.access(args.out, os.W_OK):
             parser.error(f"cannot write to --out {args.out!r}")
     sizes = Sizes.small() if args.small else Sizes()
-    model, source = _load_model(args.model, sizes)
+    with usage_errors(parser):  # a missing or malformed --model
+        model, source = _load_model(args.model, sizes)
     if args.command == "generate":
+        if args.prompt_tokens + args.new_tokens > model.config.n_ctx:
+            parser.error(f"--prompt-tokens {args.prompt_tokens} + --new-tokens {args.new_tokens} exceed the model's "
+                         f"context of {model.config.n_ctx} positions")
         record = benchmark_generation(model, args.prompt_tokens, args.new_tokens, not args.no_cache, args.batch_size,
                                       args.repeats, progress=not args.no_progress)
         print(format_table([{k: v for k, v in asdict(record).items() if k != "step_s"}]))

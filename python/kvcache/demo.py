@@ -13,6 +13,7 @@ import time
 
 from . import get_num_threads, set_num_threads
 from ._core import GPT2Config
+from .arguments import positive_int, thread_count, usage_errors
 from .model import GPT2
 
 DEFAULT_CHECKPOINT = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "kvcache",
@@ -37,17 +38,23 @@ def timed_generate(model: GPT2, prompt: str, max_new_tokens: int, use_cache: boo
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m kvcache.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="Hugging Face GPT-2 directory or model name (default: random-init 124M)")
     parser.add_argument("--prompt", default="The key-value cache makes generation fast because")
-    parser.add_argument("--max-new-tokens", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=100)
+    parser.add_argument("--threads", type=thread_count, default=None,
+                        help="kernel threads (default: OMP_NUM_THREADS, else all cores)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         set_num_threads(args.threads)
 
-    model = GPT2.from_pretrained(args.model or random_checkpoint())
-    n_prompt = len(model.encode(args.prompt))
+    with usage_errors(parser):  # a missing or malformed checkpoint, a prompt the tokenizer refuses
+        model = GPT2.from_pretrained(args.model or random_checkpoint())
+        n_prompt = len(model.encode(args.prompt))
+        if n_prompt + args.max_new_tokens > model.config.n_ctx:
+            raise ValueError(f"the prompt's {n_prompt} tokens + --max-new-tokens {args.max_new_tokens} exceed the "
+                             f"model's context of {model.config.n_ctx} positions")
     print(f"Model: {model.config}, {model.weights_nbytes / 2**20:.0f} MiB of float32 weights, "
           f"{get_num_threads()} threads")
     print(f"Prompt: {args.prompt!r} ({n_prompt} tokens); generating {args.max_new_tokens} new tokens, greedy\n")
