@@ -10,6 +10,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ._core import MAX_THREADS
+
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**64 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -72,7 +74,6 @@ def positive_int(text: str) -> int:
 
 def thread_count(text: str) -> int:
     """An argparse type: a thread count the core takes (1 to its MAX_THREADS)."""
-    from ._core import MAX_THREADS
     value = positive_int(text)
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"must be <= {MAX_THREADS}, got {value}")
