@@ -8,11 +8,11 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
-# C++ libraries of the core: xtensor (+xtl, xsimd), the safetensors header's JSON parser, OpenBLAS (OpenMP build).
+# C++ libraries of the core: xtensor (+xtl, xsimd) and the safetensors header's JSON parser.
 # `env` so the variable survives both an empty $SUDO and sudo's environment reset.
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ xtensor-dev libxsimd-dev nlohmann-json3-dev \
-  libopenblas-openmp-dev > /dev/null
+  > /dev/null
 
 python3 -m pip install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then

@@ -21,7 +21,7 @@ struct Workspace {
   xt::xtensor<float, 2> last;     // (rows, C) final layernorm of the rows whose logits are wanted
   xt::xtensor<float, 2> logits;   // (rows, V)
   xt::xtensor<float, 2> scratch;  // (threads, attention_scratch_floats) attention scores and packed K, V
-  xt::xtensor<float, 1> matmul_scratch;  // a prefill's rows packed for the panel kernel, or weights widened for BLAS
+  xt::xtensor<float, 1> matmul_scratch;  // a prefill's packed rows (+ 16/8-bit weights widened to panels)
   std::vector<int> positions;     // (N)
 
   // n_tokens activations rows, n_logits logits rows, attention over up to max_seq_len positions.

@@ -13,8 +13,8 @@ int get_num_threads();
 // 1 <= n <= kMaxThreads; throws std::invalid_argument otherwise.
 void set_num_threads(int n);
 
-// Applies the thread count to the calling thread's OpenMP settings. OpenBLAS (OpenMP build) follows the same
-// setting, so our loops and BLAS share one pool and never oversubscribe the cores.
+// Applies the thread count to the calling thread's OpenMP settings: every parallel loop of the core runs on that
+// one pool.
 void apply_num_threads();
 
 }  // namespace kvcache

@@ -78,9 +78,6 @@ Array linear(Array inp, Array weight, py::object bias, bool naive, const std::st
   }
   StoredMatrix w = store(weight.data(), OC, K, dtype);
   apply_num_threads();
-  if (!avx2 && w.matrix.type != WeightType::F32) {
-    check_dims(N <= kernels::kSmallRows, "avx2=False on 16/8-bit weights picks the streaming kernel: at most 16 rows");
-  }
   std::vector<float> scratch(kernels::matmul_scratch_size(w.matrix, N, K));
   kernels::matmul(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
                   scratch.data(), avx2);

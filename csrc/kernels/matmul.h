@@ -1,16 +1,16 @@
 // The matrix products of the model: out (N, OC) (+)= inp (N, K) @ weight^T + bias, weight (OC, K) (matrix.h).
 // float32 weights in panels: panel_gemm.h, for any number of rows. Output-major weights: few rows (decode) take
-// the streaming kernel of gemv.h; many rows (a prefill with 16/8-bit weights) BLAS sgemm (OpenBLAS, OpenMP build,
-// sharing our thread pool), the weights widened to float32 a block of rows at a time into scratch, a cost that
-// many rows amortise. A naive float32 twin serves the tests.
+// the streaming kernel of gemv.h; many rows (a prefill with 16/8-bit weights) the panel kernel too, the weights
+// widened to float32 panels a block of outputs at a time into scratch, a cost that many rows amortise. A naive
+// float32 twin serves the tests.
 #pragma once
 
 #include "matrix.h"
 
 namespace kvcache::kernels {
 
-// Floats of scratch a product of N rows needs: float32 panels pack the rows of a prefill (panel_gemm.h), BLAS
-// passes widen reduced-precision weights a block at a time; decode (N <= kSmallRows) needs none.
+// Floats of scratch a product of N rows needs: the packed rows of a prefill (panel_gemm.h), and for 16/8-bit
+// weights a block of them widened to float32 panels; decode (N <= kSmallRows) needs none.
 constexpr long kDequantFloats = 1L << 22;
 long matmul_scratch_size(const Matrix& weight, long N, long K);
 
