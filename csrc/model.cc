@@ -54,9 +54,13 @@ KVCache GPT2Model::new_cache(int batch_size, int max_seq_len, KVType type) const
   return KVCache(config_, batch_size, max_seq_len, this, type);
 }
 
+void GPT2Model::check_owns(const KVCache& cache) const {
+  if (cache.owner() != this) fail("the KV cache was created by another model; make one with this model's new_cache()");
+}
+
 void GPT2Model::validate(const int* tokens, int n_rows, int T, const int* cache_rows, const KVCache& cache) const {
   // Plain ifs, not require(): the messages are built only on failure, so a decode step allocates nothing.
-  if (cache.owner() != this) fail("the KV cache was created by another model; make one with this model's new_cache()");
+  check_owns(cache);
   if (n_rows < 1 || T < 1) {
     fail("forward needs at least one row and one token, got " + std::to_string(n_rows) + " x " + std::to_string(T));
   }

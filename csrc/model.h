@@ -45,6 +45,10 @@ class GPT2Model {
   void forward(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,
                bool all_logits) const;
 
+  // Throws unless this model made the cache (new_cache); checked before anything else about a cache, as no
+  // other fix makes a foreign cache work.
+  void check_owns(const KVCache& cache) const;
+
  private:
   void validate(const int* tokens, int n_rows, int T, const int* cache_rows, const KVCache& cache) const;
 

@@ -373,6 +373,24 @@ def test_cache_of_another_model(tiny):
     assert cache.seq_lens == [0]
 
 
+def test_a_foreign_cache_is_named_before_its_batch_size(tiny):
+    """The batch-size check ran first: a user fixed the batch, only to learn then that the cache can never work."""
+    twin = GPT2.from_pretrained(tiny.path)
+    with pytest.raises(ValueError, match="another model"):
+        tiny.model.forward(np.array([[1, 2]]), cache=twin.new_cache(batch_size=2, max_seq_len=16))
+
+
+@pytest.mark.parametrize("ids, pattern", [
+    ([[1, 2], 3], r"prompt 1 must be a list of token ids .* got int 3"),
+    ([[1, 2], np.array(5)], r"prompt 1 must be a list of token ids .* got ndarray array\(5\)"),
+    ([np.array([1, 2]), np.zeros((2, 2), np.int64)], r"prompt 1 must be a list of token ids .* got ndarray"),
+], ids=["int-row", "0-d-row", "2-d-row"])
+def test_generate_ids_names_a_row_that_is_not_a_list(tiny, ids, pattern):
+    """"'int' object is not iterable" and "iteration over a 0-d array" named neither the argument nor the row."""
+    with pytest.raises(TypeError, match=pattern):
+        tiny.model.generate_ids(ids, max_new_tokens=1)
+
+
 def test_cache_with_another_batch_size(tiny):
     cache = tiny.model.new_cache(batch_size=2, max_seq_len=16)
     with pytest.raises(ValueError, match=r"1 rows does not match the cache's batch_size 2"):
@@ -533,6 +551,8 @@ def test_stream_checks_its_arguments_at_the_call(text_ckpt):
         text_ckpt.model.stream("Hello", top_k="3")
     with pytest.raises(ValueError, match=r"max_new_tokens must be >= 0"):
         text_ckpt.model.stream("Hello", max_new_tokens=-1)
+    with pytest.raises(TypeError, match=r"stream\(\) got an unexpected keyword argument 'tempreature'"):
+        text_ckpt.model.stream("Hello", 2, tempreature=0.5)  # named the private GPT2._generator() before
 
 
 @pytest.mark.parametrize("kwargs, error, pattern", [

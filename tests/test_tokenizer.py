@@ -133,6 +133,8 @@ def test_end_of_text_is_one_special_token(ours):
 
 def test_encode_batch_matches_encode(ours):
     assert ours.encode_batch(TEXTS) == [ours.encode(t) for t in TEXTS]
+    # any iterable: a generator, used up by the checks before, gave []
+    assert ours.encode_batch(t for t in TEXTS) == [ours.encode(t) for t in TEXTS]
 
 
 def test_every_model_tokenizer_is_the_same(text_ckpt, ours):

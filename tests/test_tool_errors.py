@@ -41,6 +41,46 @@ def test_a_failed_save_leaves_the_checkpoint_there_loadable(tmp_path, monkeypatc
     assert GPT2.from_pretrained(tmp_path).config.n_vocab == 50
 
 
+def test_saving_a_model_without_a_tokenizer_over_a_checkpoint_removes_the_old_tokenizer(tmp_path):
+    """The old vocab.json and merges.txt stayed: the saved checkpoint then failed to load (a 50257-token tokenizer
+    for a 50304-token model)."""
+    GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).save_pretrained(tmp_path)
+    assert (tmp_path / "vocab.json").exists()
+    GPT2.from_config(GPT2Config(n_vocab=50304, n_ctx=32, **SMALL)).save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert GPT2.from_pretrained(tmp_path).tokenizer is None
+
+
+def test_saving_over_a_checkpoint_leaves_no_other_tokenizer_beside_the_model_s(tmp_path):
+    """A tokenizer.json (and added_tokens.json ...) written by transformers into the directory stayed after a
+    save, and was loaded as the model's tokenizer, with a token the model's does not have."""
+    from transformers import GPT2TokenizerFast
+    config = GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)
+    GPT2.from_config(config, seed=0).save_pretrained(tmp_path)
+    hf = GPT2TokenizerFast.from_pretrained(tmp_path)
+    hf.add_tokens(["<|pad|>"])
+    hf.save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer.json").exists() and (tmp_path / "tokenizer_config.json").exists()
+    (tmp_path / "added_tokens.json").write_text('{"<|pad|>": 50257}')  # as older transformers write it
+    model = GPT2.from_config(config, seed=1)
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    loaded = GPT2.from_pretrained(tmp_path)
+    assert loaded.encode("a<|pad|>") == model.encode("a<|pad|>") and loaded.tokenizer.vocab_size == 50257
+    assert GPT2TokenizerFast.from_pretrained(tmp_path)("a<|pad|>")["input_ids"] == model.encode("a<|pad|>")
+
+
+def test_saving_back_into_the_checkpoint_directory_keeps_its_tokenizer(tmp_path):
+    from transformers import GPT2TokenizerFast
+    GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).save_pretrained(tmp_path)
+    GPT2TokenizerFast.from_pretrained(tmp_path).save_pretrained(tmp_path)  # tokenizer.json + side files
+    files = sorted(os.listdir(tmp_path))
+    model = GPT2.from_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == files
+    assert GPT2.from_pretrained(tmp_path).encode("Hello world") == model.encode("Hello world")
+
+
 def test_save_pretrained_rejects_bytes_paths(tmp_path):
     with pytest.raises(TypeError, match=r"directory must be a str or os\.PathLike of str, got bytes"):
         GPT2.from_config(GPT2Config(n_vocab=50, n_ctx=32, **SMALL)).save_pretrained(os.fsencode(tmp_path / "b"))

@@ -27,9 +27,12 @@ py::array_t<float> forward(const GPT2Model& model, const py::array& tokens, KVCa
     }
     scratch = std::make_unique<KVCache>(model.new_cache(rows, T));
     cache = scratch.get();
-  } else if (rows != cache->batch_size()) {
-    throw py::value_error("token batch of " + std::to_string(rows) + " rows does not match the cache's batch_size " +
-                          std::to_string(cache->batch_size()));
+  } else {
+    model.check_owns(*cache);
+    if (rows != cache->batch_size()) {
+      throw py::value_error("token batch of " + std::to_string(rows) + " rows does not match the cache's batch_size " +
+                            std::to_string(cache->batch_size()));
+    }
   }
   std::vector<int> cache_rows(rows);
   std::iota(cache_rows.begin(), cache_rows.end(), 0);

@@ -12,7 +12,7 @@ import numpy as np
 
 from ._core import GPT2Config
 from .arguments import INT32_MAX
-from .tokenizer import TOKENIZER_FILES
+from .tokenizer import TOKENIZER_FILES, TOKENIZER_SIDE_FILES
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -144,11 +144,18 @@ def save_checkpoint(directory: str, config: GPT2Config, state: Dict[str, np.ndar
             json.dump(cfg, f, indent=2)
 
     _replace_atomically(os.path.join(directory, CONFIG_NAME), write_config)
-    if tokenizer_dir is not None:
-        for name in TOKENIZER_FILES:
-            src = os.path.join(tokenizer_dir, name)
-            if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(directory, name)):
-                shutil.copyfile(src, os.path.join(directory, name))
+    # The directory's tokenizer files become exactly this model's: any other, left by an earlier save there, would
+    # be loaded as this model's tokenizer (tokenizer.json first), by us or by transformers.
+    same_directory = (tokenizer_dir is not None and os.path.isdir(tokenizer_dir)
+                      and os.path.samefile(tokenizer_dir, directory))
+    for name in TOKENIZER_FILES + TOKENIZER_SIDE_FILES:
+        dst = os.path.join(directory, name)
+        src = os.path.join(tokenizer_dir, name) if tokenizer_dir is not None else None
+        if name in TOKENIZER_FILES and src is not None and os.path.isfile(src):
+            if not same_directory:
+                shutil.copyfile(src, dst)
+        elif os.path.isfile(dst) and not (same_directory and name in TOKENIZER_SIDE_FILES):
+            os.remove(dst)
 
 
 def _replace_atomically(path: str, write) -> None:

@@ -27,7 +27,15 @@ def _as_id_rows(ids, n_vocab: int) -> tuple[List[List[int]], bool]:
         rows, single = ([ids.tolist()], True) if ids.ndim == 1 else (ids.tolist(), False)
     elif isinstance(ids, (list, tuple)):
         single = len(ids) == 0 or not isinstance(ids[0], (list, tuple, np.ndarray))
-        rows = [list(ids)] if single else [list(r) for r in ids]
+        if single:
+            rows = [list(ids)]
+        else:  # every row a sequence of ids, named when it is not (list() would say "'int' object is not iterable")
+            rows = []
+            for i, r in enumerate(ids):
+                if not isinstance(r, (list, tuple, np.ndarray)) or (isinstance(r, np.ndarray) and r.ndim != 1):
+                    raise TypeError(f"prompt {i} must be a list of token ids (rows of ids: every row a list), got "
+                                    f"{type(r).__name__} {r!r}")
+                rows.append(list(r))
     else:
         raise TypeError(f"token ids must be a list of ints or a list of lists, got {type(ids).__name__}")
     for i, row in enumerate(rows):
@@ -87,7 +95,9 @@ class GPT2:
         return cls(core, GPT2Tokenizer.default() if config.n_vocab == GPT2_VOCAB_SIZE else None)
 
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> None:
-        """Write config.json + model.safetensors (+ tokenizer files): transformers' from_pretrained reads it."""
+        """Write config.json + model.safetensors (+ tokenizer files): transformers' from_pretrained reads it. Tokenizer
+        files already in the directory that are not this model's (from an earlier save) are removed, so that
+        neither we nor transformers load them as its tokenizer."""
         if not isinstance(directory, (str, os.PathLike)) or isinstance(os.fspath(directory), bytes):
             raise TypeError(f"directory must be a str or os.PathLike of str, got {type(directory).__name__}")
         save_checkpoint(os.fspath(directory), self.config, self._core.state_dict(), self._core.tied,
@@ -144,11 +154,16 @@ class GPT2:
             raise ValueError("prompt is empty; give at least one character of text")
         return ids
 
-    def stream(self, prompt: str, max_new_tokens: int = 20, **kwargs) -> Iterator[str]:
-        """Yield the continuation of one prompt piece by piece, as it is produced. Bad arguments raise here, at the
-        call, not at the first next()."""
+    def stream(self, prompt: str, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
+               use_cache: bool = True, cache_dtype: str = "float32") -> Iterator[str]:
+        """Yield the continuation of one prompt piece by piece, as it is produced. Keywords as generate_ids(). Bad
+        arguments raise here, at the call, not at the first next()."""
         tok = self._need_tokenizer()
-        return self._pieces(tok, self._generator([self._encode_prompt(prompt)], max_new_tokens, **kwargs))
+        generator = self._generator([self._encode_prompt(prompt)], max_new_tokens, do_sample=do_sample,
+                                    temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                    eos_token_id=eos_token_id, use_cache=use_cache, cache_dtype=cache_dtype)
+        return self._pieces(tok, generator)
 
     @staticmethod
     def _pieces(tok: GPT2Tokenizer, generator: _core.Generator) -> Iterator[str]:

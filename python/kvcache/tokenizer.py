@@ -14,6 +14,8 @@ END_OF_TEXT = "<|endoftext|>"
 TOKENIZER_JSON = "tokenizer.json"
 # Files that carry a tokenizer from one checkpoint directory to another (save_pretrained copies those present).
 TOKENIZER_FILES = ("vocab.json", "merges.txt", TOKENIZER_JSON)
+# Files transformers writes beside them that change the tokenizer it loads (added tokens, special tokens).
+TOKENIZER_SIDE_FILES = ("added_tokens.json", "special_tokens_map.json", "tokenizer_config.json")
 
 
 def _check_text(text) -> None:
@@ -84,9 +86,10 @@ class GPT2Tokenizer:
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
         if isinstance(texts, str):
             raise TypeError("texts must be a list of str, got one str (its characters would be the prompts)")
+        texts = list(texts)  # once: a generator checked first would then be empty
         for t in texts:
             _check_text(t)
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Ids -> text. An id the vocabulary does not have is a ValueError (the Rust decoder would drop it)."""
