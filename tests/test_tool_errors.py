@@ -171,7 +171,8 @@ def test_command_lines_name_a_bad_model_in_one_line(main, argv, problem, tmp_pat
      "--prompt-tokens 30 + --new-tokens 3 exceed the model's context of 32 positions"),
     (demo.main, ["--max-new-tokens", "40"], "--max-new-tokens 40 exceed the model's context of 32 positions"),
     (_precision_main, ["--positions", "33"], "--positions 33 exceeds the model's context of 32"),
-    (_precision_main, ["--positions", "32", "--greedy-tokens", "17"], "--greedy-tokens 17 + the 16-token prompt exceed"),
+    (_precision_main, ["--positions", "32", "--greedy-tokens", "17"],
+     "--greedy-tokens 17 + the 16-token prompt exceed"),
 ], ids=["bench", "demo", "precision-positions", "precision-greedy"])
 def test_command_lines_refuse_lengths_beyond_the_context_before_any_work(main, argv, pattern, tmp_path, capsys):
     GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).save_pretrained(tmp_path)

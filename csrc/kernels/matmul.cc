@@ -87,9 +87,10 @@ void matmul(float* out, const float* inp, const Matrix& weight, const float* bia
   // Output-major weights, many rows (a prefill with 16/8-bit weights): a block of output rows at a time widened
   // into float32 panels, then the panel kernel over them. Each output is then summed in input order, as the float32
   // model sums it: the float32 model's result on the stored values, bit for bit, on any thread count and whatever
-  // the rows batched with it. OpenBLAS sgemm on rows widened the same way, which this replaced, moved sums by about
-  // 1e-6 with the thread count and ran at about the same speed (prefill of 512 tokens, GPT-2 124M: this took
-  // 0.90-0.95x its time in median over 16 alternations).
+  // other rows (17 or more in all) share the call. Decode (gemv_rows) sums in another order, so a row's 16/8-bit
+  // result differs between the two paths by rounding. OpenBLAS sgemm on rows widened the same way, which this
+  // replaced, moved sums by about 1e-6 with the thread count and ran at about the same speed (prefill of 512
+  // tokens, GPT-2 124M: this took 0.90-0.95x its time in median over 16 alternations).
   const long panels = block_panels(K);
   float* packed_rows = scratch + block_floats(K);
   for (long o0 = 0; o0 < OC; o0 += panels * kPanelWidth) {
