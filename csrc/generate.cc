@@ -67,7 +67,27 @@ Generator::Generator(const GPT2Model& model, std::vector<std::vector<int>> promp
 }
 
 bool Generator::step() {
-  if (done()) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  return advance();
+}
+
+bool Generator::done() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return active_.empty();
+}
+
+std::vector<int> Generator::last_tokens() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return last_tokens_;
+}
+
+std::vector<std::vector<int>> Generator::sequences() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return sequences_;
+}
+
+bool Generator::advance() {
+  if (active_.empty()) return false;
   std::fill(last_tokens_.begin(), last_tokens_.end(), -1);
   if (!options_.use_cache) {
     decode_uncached();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -34,14 +35,18 @@ class Generator {
   // Runs step() until every row is finished.
   void run();
 
-  bool done() const { return active_.empty(); }
+  // The readers return copies taken between two steps: a step may be running on another thread (the bindings
+  // release the GIL for it), and a reader must neither see a half-done step nor read a vector being appended to.
+  bool done() const;
   // The token each row produced in the last step, -1 for rows that produced none.
-  const std::vector<int>& last_tokens() const { return last_tokens_; }
+  std::vector<int> last_tokens() const;
   // Prompt followed by the generated tokens (the EOS included, when one stopped the row), per row.
-  const std::vector<std::vector<int>>& sequences() const { return sequences_; }
+  std::vector<std::vector<int>> sequences() const;
+  // Its size is fixed at construction, so reading it needs no lock.
   const KVCache& cache() const { return cache_; }
 
  private:
+  bool advance();  // step()'s work, with the lock held
   void prefill();
   void decode_cached();
   void decode_uncached();
@@ -59,6 +64,9 @@ class Generator {
   Workspace ws_;
   Sampler sampler_;
   bool prefilled_ = false;
+  // Held for the whole of a step and by the readers: steps from several threads run one after another, and a
+  // reader waits for the step in progress (a pthread mutex allocates nothing, so decode stays allocation-free).
+  mutable std::mutex mutex_;
 };
 
 }  // namespace kvcache

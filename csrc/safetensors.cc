@@ -117,9 +117,17 @@ void SafeTensorsFile::parse_header(std::size_t header_len) {
       fail(at + "has data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) +
            "] outside the data section of " + std::to_string(data_size_) + " bytes (truncated file?)");
     }
-    if (info.end - info.begin != static_cast<std::size_t>(info.numel()) * elem) {
+    // The byte count is multiplied out with overflow checks: a shape such as [2**62, 4] would otherwise wrap
+    // to 0 and match an empty data range. Once it equals the range, numel() cannot overflow anywhere later.
+    uint64_t need = elem;
+    for (int64_t d : info.shape) {
+      if (__builtin_mul_overflow(need, static_cast<uint64_t>(d), &need)) {
+        fail(at + "has a shape " + entry["shape"].dump() + " too large for any file");
+      }
+    }
+    if (info.end - info.begin != need) {
       fail(at + "has " + std::to_string(info.end - info.begin) + " bytes of data but its shape and dtype need " +
-           std::to_string(info.numel() * elem));
+           std::to_string(need));
     }
     tensors_.emplace(name, std::move(info));
   }

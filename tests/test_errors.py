@@ -146,6 +146,13 @@ def unknown_dtype(path):
     edit_header(path, fn)
 
 
+def shape_product_overflows(path):
+    # 2**62 x 4 floats wraps an int64 element count to 0, which an empty data range would then match.
+    def fn(header, data):
+        header["junk"] = {"dtype": "F32", "shape": [2 ** 62, 4], "data_offsets": [len(data), len(data)]}
+    edit_header(path, fn)
+
+
 CORRUPTIONS = [
     (truncate_half, r"truncated|outside the data section"),
     (shorter_than_8_bytes, r"3 bytes.*too short|too short.*3 bytes"),
@@ -157,6 +164,7 @@ CORRUPTIONS = [
     (partial_overlap, r"h\.1\.ln_2\.(weight|bias)'.*h\.1\.ln_2\.(weight|bias)' overlap"),
     (offsets_disagree_with_shape, r"'transformer\.ln_f\.bias' has \d+ bytes"),
     (unknown_dtype, r"'transformer\.ln_f\.weight'.*unknown dtype 'Q4_K'"),
+    (shape_product_overflows, r"'junk' has a shape \[4611686018427387904,4\] too large"),
 ]
 
 

@@ -1,5 +1,5 @@
-"""One KV cache shared by two threads, and Ctrl-C during a long generation: a clear error or a prompt stop, never a
-corrupted cache, a crashed process or a wait until the end."""
+"""One KV cache or one Generator shared by two threads, and Ctrl-C during a long generation: a clear error, a
+consistent answer or a prompt stop, never a corrupted cache, a crashed process or a wait until the end."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from kvcache import GPT2, GPT2Config
+from kvcache import GPT2, GPT2Config, _core
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +58,71 @@ def test_a_cache_serves_one_forward_at_a_time(model):
     np.testing.assert_array_equal(model.forward(tokens, cache=cache), model.forward(tokens, cache=fresh))
 
 
+PROMPTS = [[1, 2], [3], [4, 5, 6]]  # ragged: prefill runs row by row, so a torn read would show uneven rows
+
+
+def new_generator(model, seed):
+    return _core.Generator(model._core, PROMPTS, max_new_tokens=60, do_sample=True, seed=seed)
+
+
+def run_threads(*targets):
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_generator_readers_see_whole_steps_while_another_thread_steps(model):
+    """step() releases the GIL; reading sequences meanwhile used to read vectors being appended to (a heap overflow
+    under AddressSanitizer). A reader now waits for the step in progress and sees the state between two steps."""
+    produced_counts = set()
+    for seed in range(20):
+        g = new_generator(model, seed)
+        seen = []
+
+        def step_all():
+            while g.step():
+                pass
+
+        def read():
+            while not g.done:
+                seen.append((g.sequences, g.last_tokens))
+
+        run_threads(read, step_all)
+        final = g.sequences
+        for sequences, last in seen:
+            produced = {len(s) - len(p) for s, p in zip(sequences, PROMPTS)}
+            assert len(produced) == 1, f"seed {seed}: rows caught mid-step: {sequences}"
+            assert all(f[:len(s)] == s for s, f in zip(sequences, final)), f"seed {seed}: a snapshot is not a prefix"
+            # every row produces a token at every step (no EOS): -1 everywhere before the first, nowhere after
+            assert last == [-1] * 3 or min(last) >= 0, f"seed {seed}: last_tokens caught mid-step: {last}"
+            produced_counts |= produced
+        assert all(len(s) - len(p) == 60 for s, p in zip(final, PROMPTS))
+    assert len(produced_counts) > 2, "the reader never saw a step in progress: the test did not exercise the lock"
+
+
+def test_generator_stepped_from_two_threads_equals_one_thread(model):
+    """Two threads stepping one Generator take turns, step by step; the result is the one-thread result."""
+    for seed in range(20):
+        alone = new_generator(model, seed)
+        alone.run()
+        shared = new_generator(model, seed)
+
+        def step_all():
+            while shared.step():
+                pass
+
+        run_threads(step_all, step_all)
+        assert shared.sequences == alone.sequences, f"seed {seed}"
+
+
 def test_ctrl_c_stops_a_long_generation_between_steps():
     """The decode loop runs in C++ without the GIL; the binding checks for signals after every step. Before, a
     SIGINT at 1 s arrived when the whole generation (minutes) had finished."""
     script = textwrap.dedent("""
         import os, signal, threading, time
-        from kvcache import GPT2, GPT2Config
+        from kvcache import GPT2, GPT2Config, _core
         m = GPT2.from_config(GPT2Config(n_layer=4, n_head=4, n_embd=256, n_ctx=1024, n_vocab=101), seed=0)
         threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         start = time.perf_counter()

@@ -26,6 +26,7 @@ GenerateOptions make_options(int max_new_tokens, bool do_sample, float temperatu
 }  // namespace
 
 void register_generator(py::module_& m) {
+  const py::call_guard<py::gil_scoped_release> released;
   py::class_<Generator>(m, "Generator", "Step-by-step decoding: prefill, then one token per row per step.")
       .def(py::init([](const GPT2Model& model, std::vector<std::vector<int>> prompts, int max_new_tokens,
                        bool do_sample, float temperature, int top_k, float top_p, uint64_t seed, int eos_token_id,
@@ -52,9 +53,11 @@ void register_generator(py::module_& m) {
           if (PyErr_CheckSignals() != 0) throw py::error_already_set();
         }
       })
-      .def_property_readonly("done", &Generator::done)
-      .def_property_readonly("last_tokens", &Generator::last_tokens)
-      .def_property_readonly("sequences", &Generator::sequences)
+      // A reader waits for a step running on another thread, and waits without the GIL so that the rest of the
+      // program runs meanwhile. (A property's guard must sit on its cpp_function: def_property drops it.)
+      .def_property_readonly("done", py::cpp_function(&Generator::done, released))
+      .def_property_readonly("last_tokens", py::cpp_function(&Generator::last_tokens, released))
+      .def_property_readonly("sequences", py::cpp_function(&Generator::sequences, released))
       .def_property_readonly("cache_nbytes", [](const Generator& g) { return g.cache().nbytes(); });
 }
 
