@@ -19,15 +19,18 @@ import os
 
 import numpy as np
 
+import kvcache
 from kvcache import GPT2
 from kvcache._core import Generator
-from kvcache.arguments import positive_int, usage_errors
+from kvcache.arguments import positive_int, thread_count, usage_errors
 from kvcache.demo import random_checkpoint
 from kvcache.kv_memory import CACHE_DTYPES
 # the sibling script: one way to time a decode step
 from speed import alternating_step_times, filler_prompt, in_rounds, step_times, write_json
 
 DTYPES = ("float32", "bfloat16", "int8")
+# The 16-bit cache's decode is timed deep in the context, where its share of the bytes read is largest.
+DEEP_PROMPT, DEEP_STEPS = 900, 64
 
 
 def decode_step_seconds(models: dict, rounds: int = 8, steps: int = 8) -> dict:
@@ -38,7 +41,7 @@ def decode_step_seconds(models: dict, rounds: int = 8, steps: int = 8) -> dict:
     return in_rounds(measures, rounds)
 
 
-def deep_decode_step_seconds(model: GPT2, batch: int, prompt_len: int = 900, steps: int = 64) -> dict:
+def deep_decode_step_seconds(model: GPT2, batch: int, prompt_len: int = DEEP_PROMPT, steps: int = DEEP_STEPS) -> dict:
     """Median decode step per cache dtype with prompt_len positions already cached in each of `batch` rows, the
     generators (one per dtype, prefilled once) stepped in alternation."""
     prompts = [filler_prompt(model, prompt_len, r) for r in range(batch)]
@@ -71,8 +74,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--positions", type=positive_int, default=1024, help="positions per sequence (<= n_ctx)")
     parser.add_argument("--sequences", type=positive_int, default=2)
     parser.add_argument("--greedy-tokens", type=positive_int, default=100)
+    parser.add_argument("--threads", type=thread_count, default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        kvcache.set_num_threads(args.threads)
     directory = args.model or random_checkpoint()
     with usage_errors(parser):  # a missing or malformed --model
         models = {dtype: GPT2.from_pretrained(directory, weights_dtype=dtype) for dtype in DTYPES}
@@ -82,6 +88,9 @@ def main(argv=None) -> dict:
     if args.greedy_tokens + 16 > reference.config.n_ctx:
         parser.error(f"--greedy-tokens {args.greedy_tokens} + the 16-token prompt exceed the model's context of "
                      f"{reference.config.n_ctx}")
+    if DEEP_PROMPT + DEEP_STEPS + 1 > reference.config.n_ctx:
+        parser.error(f"the model's context of {reference.config.n_ctx} positions is too short: the cache's decode is "
+                     f"timed after {DEEP_PROMPT} cached positions, {DEEP_PROMPT + DEEP_STEPS + 1} in all")
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, reference.config.n_vocab, size=(args.sequences, args.positions))
     prompt = tokens[0, :16].tolist()
@@ -89,7 +98,8 @@ def main(argv=None) -> dict:
     greedy = {dtype: m.generate_ids(prompt, args.greedy_tokens, eos_token_id=None) for dtype, m in models.items()}
     step = decode_step_seconds(models)
 
-    results = {"model": os.path.abspath(directory), "positions": int(tokens.size), "dtypes": {}, "cache_dtypes": {}}
+    results = {"model": os.path.abspath(directory), "threads": kvcache.get_num_threads(), "positions": int(tokens.size),
+               "dtypes": {}, "cache_dtypes": {}}
     for dtype in DTYPES:
         results["dtypes"][dtype] = {
             "weights_bytes": models[dtype].weights_nbytes,
@@ -126,8 +136,8 @@ def report(results: dict) -> str:
         lines.append(f"| {dtype} | {r['weights_bytes'] / 2**20:.0f} | {r['decode_tokens_per_s']:.1f} "
                      f"| {r['decode_speedup_vs_float32']:.2f}x | {r['max_abs_logit_diff']:.2e} ({r['logit_std']:.2f}) "
                      f"| {r['top1_agreement']:.2%} | {r['greedy_tokens_agreeing']}/{r['greedy_tokens']} |")
-    lines += ["", f"the KV cache's storage (float32 weights), accuracy over the same positions; decode after 900 "
-                  "cached positions per row",
+    lines += ["", "the KV cache's storage (float32 weights), accuracy over the same positions; decode after "
+                  f"{DEEP_PROMPT} cached positions per row",
               "| cache | KiB per position | batch 1 tokens/s | vs float32 | batch 4 tokens/s | vs float32 "
               "| max abs logit diff (logit std) | top-1 agreement | greedy tokens agreeing |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -1,5 +1,5 @@
 """The full run behind docs/benchmarks.md and the README's figures: every benchmark suite (JSON + CSV in
-results/, figures in results/figures/), then the page itself. About 15 minutes on 2 cores.
+results/, figures in results/figures/), then the page itself. About 10 minutes on 2 cores (575 s in the recorded run).
 
     python benchmarks/run_all.py                 # full sizes, random-init GPT-2 124M
     python benchmarks/run_all.py --small         # tiny sizes, seconds (what CI runs through the notebooks)

@@ -29,6 +29,12 @@ from kvcache.arguments import thread_count, usage_errors
 from kvcache.demo import random_checkpoint
 from kvcache.machine import best_seconds, read_bandwidth_probe
 
+# The lengths this script measures. The longest run must fit the model's context; that is checked before any work.
+PREFILL_TOKENS = 512
+LATENCY_NEAR, LATENCY_FAR, LATENCY_STEPS = 10, 1000, 16
+GENERATION_PROMPT, GENERATION_NEW_TOKENS = 8, 64
+POSITIONS_NEEDED = max(PREFILL_TOKENS + 1, LATENCY_FAR + LATENCY_STEPS + 1, GENERATION_PROMPT + GENERATION_NEW_TOKENS)
+
 
 def interleaved(rounds: int, probe, measure) -> tuple[float, float]:
     """Medians of a machine probe and an engine measurement taken in alternation, so both see the same share of a
@@ -188,7 +194,7 @@ def alternating_step_times(generators: dict, steps: int) -> dict:
     return {name: statistics.median(c[name] for c in cycles) for name in generators}
 
 
-def step_latencies(model: GPT2, near: int, far: int, steps: int = 16) -> tuple[float, float]:
+def step_latencies(model: GPT2, near: int, far: int, steps: int = LATENCY_STEPS) -> tuple[float, float]:
     """Median decode-step latencies with `near` and with `far` tokens already in the cache, stepped in alternation."""
     generators = {n: Generator(model._core, [filler_prompt(model, n)], max_new_tokens=steps + 1, eos_token_id=-1)
                   for n in (near, far)}
@@ -248,20 +254,23 @@ def main(argv=None) -> dict:
     directory = args.model or random_checkpoint()
     with usage_errors(parser):  # a missing or malformed --model
         model = GPT2.from_pretrained(directory)
+    if model.config.n_ctx < POSITIONS_NEEDED:
+        parser.error(f"the model's context of {model.config.n_ctx} positions is too short: this benchmark runs "
+                     f"sequences of up to {POSITIONS_NEEDED} (decode steps at position {LATENCY_FAR})")
     weight_bytes = model.weights_nbytes
 
     decode_tokens_per_s(model, 1, steps=8)  # warm-up: page the weights in, start the threads
     probe = bandwidth_probe()
     bandwidth, step_s = interleaved(7, probe, lambda: step_times(model, [filler_prompt(model, 8)], 12))
     fma_probe = lambda: kernels.probe_fma_peak(0.3)
-    fma_peak, prefill_s = interleaved(5, fma_probe, lambda: prefill_seconds(model, 512))
+    fma_peak, prefill_s = interleaved(5, fma_probe, lambda: prefill_seconds(model, PREFILL_TOKENS))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes
-    prefill_rate = prefill_flops(model.config, 512) / prefill_s  # FLOP/s
+    prefill_rate = prefill_flops(model.config, PREFILL_TOKENS) / prefill_s  # FLOP/s
     # the prefill just timed is this engine's compute-bound rate: a second knee for the batch rows
     scaling = batch_scaling(model, probe, fma_probe, engine_flops=prefill_rate)
-    near, far = step_latencies(model, 10, 1000)
-    prompt, n_new = filler_prompt(model, 8), 64
+    near, far = step_latencies(model, LATENCY_NEAR, LATENCY_FAR)
+    prompt, n_new = filler_prompt(model, GENERATION_PROMPT), GENERATION_NEW_TOKENS
     ours_s = generation_seconds_ours(model, prompt, n_new)
     hf_s = generation_seconds_transformers(directory, prompt, n_new, threads)
 
@@ -276,7 +285,7 @@ def main(argv=None) -> dict:
         "achieved_bandwidth_GBps": weight_bytes / step_s / 1e9,
         "step_latency_ms": {"position_10": near * 1e3, "position_1000": far * 1e3, "ratio": far / near,
                             # a step at position 1000 must also read 1000 positions of K and V: the least ratio
-                            "bytes_read_ratio": (weight_bytes + kv_bytes_read(model.config, 1000)) / weight_bytes},
+                            "bytes_read_ratio": (weight_bytes + kv_bytes_read(model.config, LATENCY_FAR)) / weight_bytes},
         "prefill_512": {"seconds": prefill_s, "GFLOPs": prefill_rate / 1e9,
                         "fraction_of_fma_peak": prefill_rate / 1e9 / machine["fma_peak_GFLOPs"]},
         "generate_64_tokens_seconds": {"kvcache": ours_s, "transformers": hf_s,

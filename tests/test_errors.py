@@ -81,6 +81,23 @@ def test_name_not_in_hf_cache_offline(tmp_path, monkeypatch):
         GPT2.from_pretrained("some-name-not-cached")
 
 
+def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
+    """huggingface_hub's messages run over several lines; a command line prints ours as its one-line usage error."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    def no_network(*args, **kwargs):
+        raise OSError("An error happened while trying to locate the files on the Hub.\nCheck your connection.")
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    with pytest.raises(FileNotFoundError, match=r"'gpt2' is neither.*downloading it failed: OSError: An error.*Hub\. "
+                                                r"Check your connection\.") as info:
+        GPT2.from_pretrained("gpt2")
+    assert "\n" not in str(info.value)
+
+
 def test_from_pretrained_rejects_non_paths():
     with pytest.raises(TypeError, match="int"):
         GPT2.from_pretrained(123)
@@ -337,6 +354,29 @@ def test_bad_generate_call(text_ckpt, call, error, pattern):
 def test_bad_prompt_ids(tiny, ids, pattern):
     with pytest.raises(ValueError, match=pattern):
         tiny.model.generate_ids(ids, max_new_tokens=2)
+
+
+def nan_embedding_row(tensors, row=7):
+    """Token `row`'s embedding, and so (the head is tied) its logit, becomes NaN; every other logit stays finite."""
+    wte = tensors["transformer.wte.weight"].copy()
+    wte[row] = np.nan
+    tensors["transformer.wte.weight"] = wte
+
+
+def nan_final_norm(tensors):
+    tensors["transformer.ln_f.weight"] = np.full_like(tensors["transformer.ln_f.weight"], np.nan)
+
+
+@pytest.mark.parametrize("edit, pattern", [(nan_embedding_row, r"logits contain NaN \(token id 7\)"),
+                                           (nan_final_norm, r"logits contain NaN \(token id 0\)")],
+                         ids=["one-logit", "every-logit"])
+@pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
+def test_nan_logits_stop_generation_with_the_id(bad_dir, edit, pattern, do_sample):
+    """A broken checkpoint's NaN logit is an error naming its id, greedy or sampled, never a token chosen past it."""
+    edit_tensors(bad_dir, edit)
+    model = GPT2.from_pretrained(bad_dir)
+    with pytest.raises(ValueError, match=pattern):
+        model.generate_ids([1, 2, 3], 4, do_sample=do_sample, seed=0)
 
 
 def test_prompt_plus_new_tokens_beyond_n_ctx(tiny):

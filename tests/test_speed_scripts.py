@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+import kvcache
+
 from conftest import LONG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,9 +95,14 @@ def test_batch_ratios_are_medians_of_ratios_within_each_cycle():
 def test_precision_script_compares_every_format_with_float32(checkpoint, tmp_path):
     ck = checkpoint(LONG)
     out = tmp_path / "precision.json"
-    results = precision.main(["--model", str(ck.path), "--positions", "64", "--greedy-tokens", "8",
-                              "--out", str(out)])
+    before = kvcache.get_num_threads()
+    try:
+        results = precision.main(["--model", str(ck.path), "--positions", "64", "--greedy-tokens", "8",
+                                  "--threads", "1", "--out", str(out)])
+    finally:
+        kvcache.set_num_threads(before)
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert results["threads"] == 1
     f32, bf16, i8 = (results["dtypes"][d] for d in ("float32", "bfloat16", "int8"))
     assert f32["max_abs_logit_diff"] == 0.0 and f32["top1_agreement"] == 1.0 and f32["greedy_tokens_agreeing"] == 8
     assert f32["weights_bytes"] > bf16["weights_bytes"] > i8["weights_bytes"]

@@ -128,8 +128,13 @@ def test_demo_warm_up_fits_a_short_context(tmp_path, capsys):
     assert "with KV cache" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("main, argv", [(bench.main, ["plot", "--out", "unused"]), (speed.main, []), (demo.main, [])],
-                         ids=["bench", "speed", "demo"])
+def _precision_main(argv):
+    import precision
+    return precision.main(argv)
+
+
+@pytest.mark.parametrize("main, argv", [(bench.main, ["plot", "--out", "unused"]), (speed.main, []), (demo.main, []),
+                                        (_precision_main, [])], ids=["bench", "speed", "demo", "precision"])
 @pytest.mark.parametrize("threads, pattern", [("0", "must be >= 1, got 0"), ("-1", "must be >= 1, got -1"),
                                               ("257", "must be <= 256, got 257"), ("2.5", "expected an integer")])
 def test_command_lines_reject_a_bad_thread_count(main, argv, threads, pattern, capsys):
@@ -139,11 +144,6 @@ def test_command_lines_reject_a_bad_thread_count(main, argv, threads, pattern, c
         main(argv + ["--threads", threads])
     assert exit_.value.code == 2 and f"--threads: {pattern}" in capsys.readouterr().err
     assert kvcache.get_num_threads() == before
-
-
-def _precision_main(argv):
-    import precision
-    return precision.main(argv)
 
 
 @pytest.mark.parametrize("main, argv", [(bench.main, ["generate"]), (speed.main, []), (demo.main, []),
@@ -173,11 +173,27 @@ def test_command_lines_name_a_bad_model_in_one_line(main, argv, problem, tmp_pat
     (_precision_main, ["--positions", "33"], "--positions 33 exceeds the model's context of 32"),
     (_precision_main, ["--positions", "32", "--greedy-tokens", "17"],
      "--greedy-tokens 17 + the 16-token prompt exceed"),
-], ids=["bench", "demo", "precision-positions", "precision-greedy"])
-def test_command_lines_refuse_lengths_beyond_the_context_before_any_work(main, argv, pattern, tmp_path, capsys):
-    GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).save_pretrained(tmp_path)
+    # the lengths a tool runs whatever its options: speed.py's step at position 1000, precision.py's cache decode
+    # after 900 positions, a bench suite's longest generation (their probes and timings ran first, then a traceback)
+    (speed.main, [], "the model's context of 32 positions is too short: this benchmark runs sequences of up to 1017"),
+    (_precision_main, ["--positions", "32", "--greedy-tokens", "8"],
+     "the model's context of 32 positions is too short: the cache's decode is timed after 900 cached positions"),
+    (bench.main, ["speedup", "--small"], "speedup generates sequences of up to 40 positions, beyond the model's "
+                                         "context of 32"),
+    (bench.main, ["all", "--small"], "all generates sequences of up to 40 positions"),
+], ids=["bench", "demo", "precision-positions", "precision-greedy", "speed", "precision-deep", "bench-speedup",
+        "bench-all"])
+def test_command_lines_refuse_lengths_beyond_the_context_before_any_work(main, argv, pattern, tmp_path, capsys,
+                                                                          monkeypatch):
+    GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).save_pretrained(tmp_path / "model")
+    if main is bench.main:
+        argv = argv + ["--out", str(tmp_path / "out")]
+    for probe in ("read_bandwidth_probe", "bandwidth_probe"):  # any probe run before the check fails the test
+        if hasattr(speed, probe):
+            monkeypatch.setattr(speed, probe, lambda *a, **k: pytest.fail("a probe ran before the lengths were checked"))
+    monkeypatch.setattr(bench, "machine_info", lambda *a: pytest.fail("a probe ran before the lengths were checked"))
     with pytest.raises(SystemExit) as exit_:
-        main(argv + ["--model", str(tmp_path)])
+        main(argv + ["--model", str(tmp_path / "model")])
     assert exit_.value.code == 2 and pattern in capsys.readouterr().err
 
 

@@ -8,7 +8,7 @@ transformers' GPT-2 side by side on the same weights.
 
 Command line (every subcommand writes JSON + CSV under --out and re-draws the figures under --out/figures):
 
-    python -m kvcache.bench all --out results          # the full run (~15 min on 2 cores)
+    python -m kvcache.bench all --out results          # the full run (~10 min on 2 cores)
     python -m kvcache.bench all --small --out /tmp/r   # tiny model, seconds (also: KVCACHE_SMALL=1)
     python -m kvcache.bench plot --out results         # figures again from the JSON, nothing re-run
 
@@ -82,7 +82,7 @@ def small_mode() -> bool:
 
 @dataclass
 class Sizes:
-    """How big a run is. The defaults are the full run (about 15 minutes on 2 cores); small() is CI's."""
+    """How big a run is. The defaults are the full run (about 10 minutes on 2 cores); small() is CI's."""
     model: dict = field(default_factory=lambda: dict(GPT2_124M))  # random init, seed 0, when no checkpoint
     speedup: list = field(default_factory=lambda: [(8, (20, 50, 100, 200, 500)), (128, (20, 50, 100))])
     repeats: int = 3
@@ -95,6 +95,14 @@ class Sizes:
     memory_seq_lens: Tuple[int, ...] = (128, 256, 512, 1024, 1536, 2048)
     probe_bytes: int = 1 << 30
     probe_matmul_n: int = 2048
+
+    def positions_needed(self, suites: Sequence[str]) -> int:
+        """The longest sequence (prompt + new tokens) the suites generate on the model: checked against its context
+        before any of them runs (the memory suite builds its own shapes)."""
+        longest = {"speedup": max(prompt + n for prompt, lengths in self.speedup for n in lengths),
+                   "batch": self.prompt_tokens + self.batch_new_tokens,
+                   "peers": self.prompt_tokens + self.peer_new_tokens, "memory": 0}
+        return max(longest[name] for name in suites)
 
     @classmethod
     def small(cls) -> "Sizes":
@@ -228,9 +236,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       args.repeats, progress=not args.no_progress)
         print(format_table([{k: v for k, v in asdict(record).items() if k != "step_s"}]))
         return 0
+    suites = list(SUITES) if args.command == "all" else [args.command]
+    if sizes.positions_needed(suites) > model.config.n_ctx:
+        parser.error(f"{args.command} generates sequences of up to {sizes.positions_needed(suites)} positions, beyond "
+                     f"the model's context of {model.config.n_ctx}")
     start = time.perf_counter()
     ctx = RunContext(model, sizes, machine_info(sizes), source, args.model, not args.no_progress)
-    for name in SUITES if args.command == "all" else [args.command]:
+    for name in suites:
         suite = SUITES[name](ctx)
         print(f"\n## {name}  ({save_suite(suite, args.out)})\n\n{format_table(suite_table(suite))}", flush=True)
     if not args.no_figures:

@@ -227,5 +227,7 @@ def _download(name: str) -> str:
     try:
         return snapshot_download(name, allow_patterns=HUB_FILES)
     except Exception as e:  # offline, unknown repo, no network: all mean "not available here"
+        reason = " ".join(str(e).split())  # huggingface_hub's messages run over several lines; ours is one
         raise FileNotFoundError(f"{name!r} is neither a directory nor in the Hugging Face cache "
-                                f"({_hub_cache_dir()}), and downloading it failed: {type(e).__name__}: {e}") from None
+                                f"({_hub_cache_dir()}), and downloading it failed: {type(e).__name__}: "
+                                f"{reason}") from None
