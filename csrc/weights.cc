@@ -9,6 +9,7 @@
 #include "kernels/panel_gemm.h"
 #include "quantize.h"
 #include "safetensors.h"
+#include "threading.h"
 
 namespace kvcache {
 
@@ -211,6 +212,7 @@ std::unique_ptr<GPT2Weights> GPT2Weights::random(const GPT2Config& config, uint6
 }
 
 void GPT2Weights::build_matrices(WeightType type) {
+  apply_num_threads();  // its packing loops run on the core's threads, as a forward does
   const long C = config_.n_embd, V = config_.n_vocab;
   // Every matrix the kernels read: where it goes, its float32 source, its shape as stored in the source, and
   // whether the source is Conv1D (in, out) or output-major (out, in) (the lm_head). float32 matrices are packed

@@ -290,3 +290,35 @@ def test_float32_load_keeps_one_copy_of_the_weights_in_memory(checkpoint):
     assert grown < 1.25 * model.weights_nbytes, (grown, model.weights_nbytes)
     # and the released pages are still readable: the file is read again where a view touches them
     np.testing.assert_array_equal(model.state_dict()["wte.weight"], ck.hf.transformer.wte.weight.detach().numpy())
+
+
+def test_saves_to_one_directory_from_two_threads_leave_one_whole_checkpoint(tmp_path):
+    """Two threads saving into one directory shared the temporary file name (the process id): they truncated and
+    removed each other's files, leaving an empty config.json or weights file. Now saves to one directory take
+    turns, and the directory always holds one of the two models whole."""
+    import threading
+
+    models = [GPT2.from_config(GPT2Config(n_vocab=300, n_ctx=64, n_embd=128, n_head=4, n_layer=n), seed=n)
+              for n in (2, 3)]  # different layer counts: one's weights beside the other's config would not load
+    tokens = np.array([[1, 2, 3, 4]])
+    expected = [m.forward(tokens) for m in models]
+    directory = tmp_path / "shared"
+    models[0].save_pretrained(directory)
+    for trial in range(10):
+        errors = []
+
+        def save(model):
+            try:
+                model.save_pretrained(directory)
+            except Exception as e:  # noqa: BLE001 - any failure fails the test below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=save, args=(m,)) for m in models]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], f"trial {trial}"
+        loaded = GPT2.from_pretrained(directory).forward(tokens)
+        assert any(np.array_equal(loaded, e) for e in expected), f"trial {trial}: neither model"
+        assert sorted(os.listdir(directory)) == ["config.json", "model.safetensors"], f"trial {trial}"

@@ -266,6 +266,9 @@ def test_config_not_json(bad_dir):
     (dict(eps=0.0), r"epsilon must be a positive finite float32"),
     (dict(eps=float("inf")), r"epsilon must be a positive finite float32"),
     (dict(eps=float("nan")), r"epsilon must be a positive finite float32"),
+    # float32 would make these 0 and inf, and the message named those rather than the value given
+    (dict(eps=1e-50), r"eps must fit a float32, got 1e-50"),
+    (dict(eps=1e50), r"eps must fit a float32, got 1e\+50"),
 ])
 def test_bad_gpt2config(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -405,9 +408,11 @@ def test_text_needs_a_tokenizer(tiny):
     (np.array([[2 ** 40]]), ValueError, rf"token id {2 ** 40} is outside the vocabulary"),
     (np.array([[1.0, 2.0]]), TypeError, r"integer array, got dtype float64"),
     (np.zeros((1, 0), np.int64), ValueError, r"at least one token"),
+    ([], ValueError, r"at least one token"),  # NumPy makes these float64: not a "wrong dtype"
+    ([[]], ValueError, r"at least one token"),
     (np.zeros((1, 2, 3), np.int64), ValueError, r"2-D array .* got 3 dimensions"),
     (np.zeros((1, N_CTX + 1), np.int64), ValueError, rf"{N_CTX + 1} tokens is longer than n_ctx={N_CTX}"),
-], ids=["id-eq-vocab", "negative", "huge", "float", "empty", "3-D", "beyond-n_ctx"])
+], ids=["id-eq-vocab", "negative", "huge", "float", "empty", "empty-list", "empty-rows", "3-D", "beyond-n_ctx"])
 def test_bad_forward_tokens(tiny, tokens, error, pattern):
     with pytest.raises(error, match=pattern):
         tiny.model.forward(tokens)
@@ -446,6 +451,18 @@ def test_cache_with_another_batch_size(tiny):
     with pytest.raises(ValueError, match=r"3 rows does not match the cache's batch_size 2"):
         tiny.model.forward(np.ones((3, 1), np.int64), cache=cache)
     assert cache.seq_lens == [0, 0]
+
+
+@pytest.mark.parametrize("cls, use, pattern", [
+    (kvcache.KVCache, lambda c: c.crop(0), r"KVCache cannot be created directly; make one with GPT2\.new_cache\(\)"),
+    (kvcache._core.Model, lambda m: m.state_dict(), r"Model cannot be created directly"),
+], ids=["cache", "model"])
+def test_core_objects_cannot_be_made_without_the_core(cls, use, pattern):
+    """cls.__new__(cls) made an instance with no C++ object behind it: its methods crashed or returned garbage."""
+    with pytest.raises(TypeError, match=pattern):
+        use(cls.__new__(cls))
+    with pytest.raises(TypeError, match=pattern):
+        cls()
 
 
 def test_cache_argument_must_be_a_cache(tiny):
@@ -610,7 +627,7 @@ def test_stream_checks_its_arguments_at_the_call(text_ckpt):
     (dict(n_vocab=2 ** 31), ValueError, rf"n_vocab must fit a 32-bit int, got {2 ** 31}"),
     (dict(eps=True), TypeError, r"eps must be a number, got bool True"),
     (dict(eps="1e-5"), TypeError, r"eps must be a number, got str"),
-    (dict(eps=1e300), ValueError, r"layer_norm_epsilon must be a positive finite float32, got inf"),
+    (dict(eps=1e300), ValueError, r"eps must fit a float32, got 1e\+300"),  # once "got inf", not the value given
 ], ids=["bool-layers", "numpy-bool", "float-heads", "vocab-beyond-int32", "bool-eps", "str-eps", "eps-beyond-f32"])
 def test_gpt2config_argument_types(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):

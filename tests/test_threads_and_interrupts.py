@@ -137,3 +137,74 @@ def test_ctrl_c_stops_a_long_generation_between_steps():
     assert done.stdout.startswith("interrupted after"), done.stdout + done.stderr
     # one uncached step of this model near n_ctx takes well under a second: the stop comes at the next step
     assert float(done.stdout.split()[2]) < 30.0, done.stdout
+
+
+@pytest.mark.parametrize("call", ["generate_ids", "forward", "stream"])
+def test_program_ends_cleanly_while_a_daemon_thread_is_inside_the_engine(call):
+    """At shutdown Python ends a daemon thread that asks for the GIL back with a thread-exit unwind; through
+    pybind11's noexcept GIL guard that aborted the process (SIGABRT, status 134, in every run)."""
+    script = textwrap.dedent(f"""
+        import threading, time
+        from kvcache import GPT2, GPT2Config
+        m = GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=512, n_embd=128, n_head=4, n_layer=4), seed=0)
+        calls = {{"generate_ids": lambda: m.generate_ids([1] * 200, 300, eos_token_id=None),
+                  "forward": lambda: m.forward([[1] * 64]),
+                  "stream": lambda: list(m.stream("hello", max_new_tokens=500, eos_token_id=None))}}
+        started = threading.Event()
+        def work():
+            while True:
+                started.set()
+                calls["{call}"]()
+        threading.Thread(target=work, daemon=True).start()
+        started.wait()
+        time.sleep(0.5)
+        print("main thread returns", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "terminate called" not in done.stderr, (done.returncode, done.stderr)
+    assert done.stdout == "main thread returns\n"
+
+
+def test_a_process_forked_after_threaded_work_runs_on_one_thread():
+    """GNU OpenMP's thread pool does not survive fork(): a child of a parent that had run the engine on two threads
+    waited forever at its first parallel loop. Such a child now runs on one thread (the same tokens) and refuses
+    more with a clear error; a child of a parent that never ran a parallel loop keeps its threads."""
+    script = textwrap.dedent("""
+        import os, sys
+        import kvcache
+        from kvcache import GPT2, GPT2Config
+        config = GPT2Config(n_vocab=300, n_ctx=64, n_embd=64, n_head=4, n_layer=2)
+
+        def in_child(check):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    check()
+                    os._exit(0)
+                except BaseException as e:
+                    print("child:", repr(e), flush=True)
+                    os._exit(1)
+            return os.waitpid(pid, 0)[1]
+
+        kvcache.set_num_threads(2)
+        def fresh_child():  # nothing ran yet: the child may use two threads
+            assert kvcache.get_num_threads() == 2
+            GPT2.from_config(config, seed=0).generate_ids([1, 2, 3], 10)
+        assert in_child(fresh_child) == 0
+
+        m = GPT2.from_config(config, seed=0)
+        expected = m.generate_ids([1, 2, 3], 10)
+        def child_after_threads():
+            assert kvcache.get_num_threads() == 1
+            assert m.generate_ids([1, 2, 3], 10) == expected
+            try:
+                kvcache.set_num_threads(2)
+                raise AssertionError("set_num_threads(2) was accepted")
+            except ValueError as e:
+                assert "forked" in str(e) and "got 2" in str(e), e
+            kvcache.set_num_threads(1)
+        assert in_child(child_after_threads) == 0
+        print("ok", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stdout + done.stderr

@@ -10,7 +10,7 @@ namespace py = pybind11;
 namespace kvcache::bindings {
 
 void register_cache(py::module_& m) {
-  py::class_<KVCache>(m, "KVCache",
+  auto cls = py::class_<KVCache>(m, "KVCache",
                       "Contiguous preallocated KV cache, (layers, 2, batch, heads, max_seq_len, head_dim) of float32, "
                       "float16 or bfloat16. Make one with GPT2.new_cache().")
       .def_property_readonly("nbytes", &KVCache::nbytes,
@@ -33,6 +33,7 @@ void register_cache(py::module_& m) {
                std::to_string(c.max_seq_len()) + ", dtype='" + kv_type_name(c.type()) +
                "', nbytes=" + std::to_string(c.nbytes()) + ")";
       });
+  refuse_direct_creation(cls, "KVCache", "make one with GPT2.new_cache()");
 }
 
 }  // namespace kvcache::bindings

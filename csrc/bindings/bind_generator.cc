@@ -3,6 +3,7 @@
 
 #include "../generate.h"
 #include "bindings.h"
+#include "gil_release.h"
 #include "convert.h"
 
 namespace py = pybind11;
@@ -26,27 +27,27 @@ GenerateOptions make_options(int max_new_tokens, bool do_sample, float temperatu
 }  // namespace
 
 void register_generator(py::module_& m) {
-  const py::call_guard<py::gil_scoped_release> released;
+  const py::call_guard<GilRelease> released;
   py::class_<Generator>(m, "Generator", "Step-by-step decoding: prefill, then one token per row per step.")
       .def(py::init([](const GPT2Model& model, std::vector<std::vector<int>> prompts, int max_new_tokens,
                        bool do_sample, float temperature, int top_k, float top_p, uint64_t seed, int eos_token_id,
                        bool use_cache, const std::string& cache_dtype) {
              auto options = make_options(max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id,
                                          use_cache, kv_type(cache_dtype));
-             py::gil_scoped_release release;
+             GilRelease release;
              return std::make_unique<Generator>(model, std::move(prompts), options);
            }),
            py::arg("model"), py::arg("prompts"), py::kw_only(), py::arg("max_new_tokens"),
            py::arg("do_sample") = false, py::arg("temperature") = 1.0f, py::arg("top_k") = 0,
            py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("eos_token_id") = -1, py::arg("use_cache") = true,
            py::arg("cache_dtype") = "float32", py::keep_alive<1, 2>())
-      .def("step", &Generator::step, py::call_guard<py::gil_scoped_release>())
+      .def("step", &Generator::step, py::call_guard<GilRelease>())
       // step by step, so that Ctrl-C (any pending signal) stops a long generation between two steps
       .def("run", [](Generator& g) {
         while (true) {
           bool more = false;
           {
-            py::gil_scoped_release release;
+            GilRelease release;
             more = g.step();
           }
           if (!more) return;

@@ -21,6 +21,7 @@
 #include "convert.h"
 #include "../threading.h"
 #include "bindings.h"
+#include "gil_release.h"
 
 namespace py = pybind11;
 
@@ -170,7 +171,7 @@ py::tuple stream_split(int items, int chunk, int slow_thread) {
   py::array_t<int> taken(items), owner(items);
   int* who = owner.mutable_data();
   {
-    py::gil_scoped_release release;
+    GilRelease release;
     kernels::parallel_stream(items, chunk, [&](int begin, int end) {
       const int t = omp_get_thread_num();
       if (t == slow_thread) std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -198,14 +199,14 @@ void register_kernels(py::module_& m) {
   k.def("probe_read_bandwidth",
         [](Array data, int repeats) {
           apply_num_threads();
-          py::gil_scoped_release release;
+          GilRelease release;
           return kernels::probe_read_bandwidth(data.data(), data.size(), repeats);
         },
         py::arg("data"), py::arg("repeats") = 5, "bytes/s of a threaded read of `data` (best of repeats)");
   k.def("probe_fma_peak",
         [](double seconds) {
           apply_num_threads();
-          py::gil_scoped_release release;
+          GilRelease release;
           return kernels::probe_fma_peak(seconds);
         },
         py::arg("seconds") = 0.5, "float32 FLOP/s of independent FMA chains on every thread");

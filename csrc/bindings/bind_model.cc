@@ -7,6 +7,7 @@
 
 #include "../model.h"
 #include "bindings.h"
+#include "gil_release.h"
 #include "convert.h"
 
 namespace py = pybind11;
@@ -17,8 +18,9 @@ namespace {
 
 py::array_t<float> forward(const GPT2Model& model, const py::array& tokens, KVCache* cache) {
   int rows = 0, T = 0;
+  // before the dtype: NumPy makes [] and [[]] float64 arrays, which are empty rather than of the wrong type
+  if (tokens.size() == 0) throw py::value_error("forward needs at least one token; got an empty array");
   std::vector<int> ids = token_matrix(tokens, rows, T);
-  if (rows == 0 || T == 0) throw py::value_error("forward needs at least one token; got an empty array");
   std::unique_ptr<KVCache> scratch;
   if (cache == nullptr) {  // no cache given: a throwaway one just big enough for this call
     if (T > model.config().n_ctx) {
@@ -38,7 +40,7 @@ py::array_t<float> forward(const GPT2Model& model, const py::array& tokens, KVCa
   std::iota(cache_rows.begin(), cache_rows.end(), 0);
   Workspace ws;
   {
-    py::gil_scoped_release release;
+    GilRelease release;
     model.forward(ids.data(), rows, T, cache_rows.data(), *cache, ws, /*all_logits=*/true);
   }
   const py::ssize_t V = model.config().n_vocab;
@@ -63,11 +65,11 @@ py::dict state_dict(py::object self) {
 }  // namespace
 
 void register_model(py::module_& m) {
-  py::class_<GPT2Model, std::shared_ptr<GPT2Model>>(m, "Model", "GPT-2 forward pass over a KV cache")
+  auto cls = py::class_<GPT2Model, std::shared_ptr<GPT2Model>>(m, "Model", "GPT-2 forward pass over a KV cache")
       .def_static("load",
                   [](const std::string& path, const GPT2Config& config, const std::string& weights_dtype) {
                     const WeightType type = weight_type(weights_dtype);
-                    py::gil_scoped_release release;
+                    GilRelease release;
                     return std::make_shared<GPT2Model>(GPT2Weights::load(path, config, type));
                   },
                   py::arg("path"), py::arg("config"), py::arg("weights_dtype") = "float32",
@@ -75,7 +77,7 @@ void register_model(py::module_& m) {
       .def_static("random",
                   [](const GPT2Config& config, uint64_t seed, const std::string& weights_dtype) {
                     const WeightType type = weight_type(weights_dtype);
-                    py::gil_scoped_release release;
+                    GilRelease release;
                     return std::make_shared<GPT2Model>(GPT2Weights::random(config, seed, type));
                   },
                   py::arg("config"), py::arg("seed") = 0, py::arg("weights_dtype") = "float32")
@@ -93,6 +95,7 @@ void register_model(py::module_& m) {
            },
            py::arg("batch_size"), py::arg("max_seq_len"), py::arg("dtype") = "float32", py::keep_alive<0, 1>())
       .def("forward", &forward, py::arg("tokens"), py::arg("cache") = nullptr);
+  refuse_direct_creation(cls, "Model", "load one with Model.load() or Model.random()");
 }
 
 }  // namespace kvcache::bindings

@@ -1,6 +1,8 @@
 #include "convert.h"
 
 #include <climits>
+#include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -62,7 +64,13 @@ float float_argument(const py::handle& value, const char* name) {
     throw py::type_error(std::string(name) + " must be a number, got " + type_name + " " +
                          py::repr(value).cast<std::string>());
   }
-  return static_cast<float>(py::float_(py::reinterpret_borrow<py::object>(value)).cast<double>());
+  const double number = py::float_(py::reinterpret_borrow<py::object>(value)).cast<double>();
+  // the core takes float32: 1e50 would become inf and 1e-50 zero, and messages would name those, not the value given
+  if (std::isfinite(number) && (std::fabs(number) > std::numeric_limits<float>::max() ||
+                                (number != 0.0 && static_cast<float>(number) == 0.0f))) {
+    throw py::value_error(std::string(name) + " must fit a float32, got " + py::repr(value).cast<std::string>());
+  }
+  return static_cast<float>(number);
 }
 
 WeightType weight_type(const std::string& name) {

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import shutil
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+import threading
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -123,9 +126,27 @@ def save_checkpoint(directory: str, config: GPT2Config, state: Dict[str, np.ndar
     """Weights first, config.json last, each written to a temporary file and renamed over the old one: a failure
     (a full disk, no permission) leaves a checkpoint already there loadable, never a new config beside old weights.
     Renaming also leaves a model that memory-maps the old weights file reading the old, intact bytes."""
+    os.makedirs(directory, exist_ok=True)
+    with _locked(directory):
+        _write_checkpoint(directory, config, state, tied, eos_token_id, tokenizer_dir)
+
+
+@contextmanager
+def _locked(directory: str) -> Iterator[None]:
+    """Saves to one directory, from threads or processes, one after another: interleaved, they would leave one
+    save's weights beside another's config.json."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_checkpoint(directory: str, config: GPT2Config, state: Dict[str, np.ndarray], tied: bool,
+                      eos_token_id: Optional[int], tokenizer_dir: Optional[str]) -> None:
     from safetensors.numpy import save_file
 
-    os.makedirs(directory, exist_ok=True)
     # transformers' names: the body under "transformer.", the head as "lm_head.weight" (omitted when tied).
     tensors = {(k if k.startswith("lm_head") else "transformer." + k): np.ascontiguousarray(v)
                for k, v in state.items()}
@@ -161,9 +182,9 @@ def save_checkpoint(directory: str, config: GPT2Config, state: Dict[str, np.ndar
 def _replace_atomically(path: str, write) -> None:
     """write(tmp) into a temporary file beside path, then rename it over path; the temporary file never stays. The
     file gets the mode of any new file here (0o666 less the umask): safetensors' own temporary file is 0o600."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # this thread's alone
     try:
-        open(tmp, "wb").close()
+        open(tmp, "xb").close()
         mode = os.stat(tmp).st_mode & 0o777
         write(tmp)
         os.chmod(tmp, mode)
