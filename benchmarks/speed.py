@@ -285,7 +285,8 @@ def main(argv=None) -> dict:
         "achieved_bandwidth_GBps": weight_bytes / step_s / 1e9,
         "step_latency_ms": {"position_10": near * 1e3, "position_1000": far * 1e3, "ratio": far / near,
                             # a step at position 1000 must also read 1000 positions of K and V: the least ratio
-                            "bytes_read_ratio": (weight_bytes + kv_bytes_read(model.config, LATENCY_FAR)) / weight_bytes},
+                            "bytes_read_ratio":
+                                (weight_bytes + kv_bytes_read(model.config, LATENCY_FAR)) / weight_bytes},
         "prefill_512": {"seconds": prefill_s, "GFLOPs": prefill_rate / 1e9,
                         "fraction_of_fma_peak": prefill_rate / 1e9 / machine["fma_peak_GFLOPs"]},
         "generate_64_tokens_seconds": {"kvcache": ours_s, "transformers": hf_s,
