@@ -453,14 +453,15 @@ def test_cache_with_another_batch_size(tiny):
     assert cache.seq_lens == [0, 0]
 
 
-@pytest.mark.parametrize("cls, use, pattern", [
-    (kvcache.KVCache, lambda c: c.crop(0), r"KVCache cannot be created directly; make one with GPT2\.new_cache\(\)"),
-    (kvcache._core.Model, lambda m: m.state_dict(), r"Model cannot be created directly"),
+@pytest.mark.parametrize("cls, pattern", [
+    (kvcache.KVCache, r"KVCache cannot be created directly; make one with GPT2\.new_cache\(\)"),
+    (kvcache._core.Model, r"Model cannot be created directly"),
 ], ids=["cache", "model"])
-def test_core_objects_cannot_be_made_without_the_core(cls, use, pattern):
-    """cls.__new__(cls) made an instance with no C++ object behind it: its methods crashed or returned garbage."""
+def test_core_objects_cannot_be_made_without_the_core(cls, pattern):
+    """cls.__new__(cls) made an instance with no C++ object behind it: its methods (crop, state_dict) crashed or
+    returned garbage."""
     with pytest.raises(TypeError, match=pattern):
-        use(cls.__new__(cls))
+        cls.__new__(cls)
     with pytest.raises(TypeError, match=pattern):
         cls()
 

@@ -188,10 +188,11 @@ def test_command_lines_refuse_lengths_beyond_the_context_before_any_work(main, a
     GPT2.from_config(GPT2Config(n_vocab=50257, n_ctx=32, **SMALL)).save_pretrained(tmp_path / "model")
     if main is bench.main:
         argv = argv + ["--out", str(tmp_path / "out")]
-    for probe in ("read_bandwidth_probe", "bandwidth_probe"):  # any probe run before the check fails the test
-        if hasattr(speed, probe):
-            monkeypatch.setattr(speed, probe, lambda *a, **k: pytest.fail("a probe ran before the lengths were checked"))
-    monkeypatch.setattr(bench, "machine_info", lambda *a: pytest.fail("a probe ran before the lengths were checked"))
+    def probe_too_early(*args, **kwargs):
+        pytest.fail("a probe ran before the lengths were checked")
+
+    monkeypatch.setattr(speed, "bandwidth_probe", probe_too_early)
+    monkeypatch.setattr(bench, "machine_info", probe_too_early)
     with pytest.raises(SystemExit) as exit_:
         main(argv + ["--model", str(tmp_path / "model")])
     assert exit_.value.code == 2 and pattern in capsys.readouterr().err

@@ -237,9 +237,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(format_table([{k: v for k, v in asdict(record).items() if k != "step_s"}]))
         return 0
     suites = list(SUITES) if args.command == "all" else [args.command]
-    if sizes.positions_needed(suites) > model.config.n_ctx:
-        parser.error(f"{args.command} generates sequences of up to {sizes.positions_needed(suites)} positions, beyond "
-                     f"the model's context of {model.config.n_ctx}")
+    needed = sizes.positions_needed(suites)
+    if needed > model.config.n_ctx:
+        parser.error(f"{args.command} generates sequences of up to {needed} positions, beyond the model's context "
+                     f"of {model.config.n_ctx}")
     start = time.perf_counter()
     ctx = RunContext(model, sizes, machine_info(sizes), source, args.model, not args.no_progress)
     for name in suites:
