@@ -16,6 +16,8 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ xtensor-dev 
 
 python3 -m pip install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then
+  # qemu-user emulates CPUs without AVX2 for tests/test_portable_cpus.py
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user > /dev/null
   # torch 2.13.0 first: that exact version is a local CPU build; any other spec downloads gigabytes of CUDA.
   python3 -m pip install -q torch==2.13.0
   python3 -m pip install -q -r requirements-test.txt

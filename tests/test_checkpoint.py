@@ -4,6 +4,7 @@ the KV cache's size, random initialisation, and finding a model in the Hugging F
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import pickle
@@ -220,15 +221,27 @@ def test_config_is_hashable_and_pickles():
         assert copied == a and copied.eps == a.eps and copied.head_dim == 16
 
 
-@pytest.mark.parametrize("state, error, pattern", [
-    ((50257, 1024, 64, 3, 2, 1e-5), ValueError, "n_head"),  # a shape the constructor refuses
-    ((50257, 1024, 64, 4, 2), ValueError, "6 fields, got 5"),
-    ((50257, 1024, 64, 4, 2, "x"), TypeError, "eps"),
+class _ForgedConfigPickle:
+    """Pickles as a GPT2Config rebuilt from the given fields, as a tampered or foreign pickle would."""
+
+    def __init__(self, **fields):
+        self.fields = fields
+
+    def __reduce__(self):
+        return functools.partial(GPT2Config, **self.fields), ()
+
+
+@pytest.mark.parametrize("fields, error, pattern", [
+    (dict(n_embd=64, n_head=3), ValueError, "n_head"),  # a shape the constructor refuses
+    (dict(n_embd=64, n_head=4, n_layer=-1), ValueError, "n_layer"),
+    (dict(n_embd=64, n_head=4, eps="x"), TypeError, "eps"),
+    (dict(n_embd=64, n_head=4, heads=4), TypeError, "heads"),
 ])
-def test_config_unpickling_checks_like_the_constructor(state, error, pattern):
-    """A pickle is data from outside: its state is what __setstate__ gets (pickle.loads calls it the same way)."""
+def test_config_unpickling_checks_like_the_constructor(fields, error, pattern):
+    """A pickle is data from outside: loading one runs the constructor and its checks (before, the state went to
+    __setstate__ on a bare __new__, which is now refused)."""
     with pytest.raises(error, match=pattern):
-        GPT2Config.__new__(GPT2Config).__setstate__(state)
+        pickle.loads(pickle.dumps(_ForgedConfigPickle(**fields)))
 
 
 def test_config_defaults_are_gpt2_small():

@@ -466,6 +466,27 @@ def test_core_objects_cannot_be_made_without_the_core(cls, pattern):
         cls()
 
 
+@pytest.mark.parametrize("cls, pattern", [
+    (GPT2Config, r"GPT2Config\.__new__ alone makes no GPT2Config; call GPT2Config\(\.\.\.\)"),
+    (kvcache._core.Generator, r"Generator\.__new__ alone makes no Generator"),
+], ids=["config", "generator"])
+def test_constructed_classes_refuse_a_bare_new(cls, pattern):
+    """cls.__new__(cls) skipped the constructor, and pybind11 gave the methods uninitialised memory: a config with
+    garbage fields, a generator whose mutex failed ("Invalid argument") and whose cache_nbytes was garbage. cls(...)
+    still constructs, and the classes are final, since a subclass would take the refusal as its constructor."""
+    with pytest.raises(TypeError, match=pattern):
+        cls.__new__(cls)
+    with pytest.raises(TypeError, match="not an acceptable base type"):
+        type("Sub", (cls,), {})
+
+
+def test_config_and_generator_still_construct(tiny):
+    assert GPT2Config(n_embd=64, n_head=4).head_dim == 16
+    generator = kvcache._core.Generator(tiny.model._core, [[1, 2]], max_new_tokens=2)
+    generator.run()
+    assert generator.done and len(generator.sequences[0]) == 4
+
+
 def test_cache_argument_must_be_a_cache(tiny):
     with pytest.raises(TypeError, match="KVCache"):
         tiny.model.forward(np.array([[1]]), cache="cache")

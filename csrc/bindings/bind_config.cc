@@ -18,8 +18,9 @@ py::tuple fields(const GPT2Config& c) {
 }  // namespace
 
 void register_config(py::module_& m) {
-  py::class_<GPT2Config>(m, "GPT2Config", "Shape of a GPT-2 family model (names of Hugging Face's config.json).")
-      .def(py::init([](const py::object& n_vocab, const py::object& n_ctx, const py::object& n_embd,
+  py::class_<GPT2Config> cls(m, "GPT2Config", py::is_final(),
+                             "Shape of a GPT-2 family model (names of Hugging Face's config.json).");
+  cls.def(py::init([](const py::object& n_vocab, const py::object& n_ctx, const py::object& n_embd,
                        const py::object& n_head, const py::object& n_layer, const py::object& eps) {
              GPT2Config c{int_argument(n_vocab, "n_vocab"), int_argument(n_ctx, "n_ctx"),
                           int_argument(n_embd, "n_embd"),   int_argument(n_head, "n_head"),
@@ -45,22 +46,24 @@ void register_config(py::module_& m) {
           py::is_operator())  // comparing with another type gives NotImplemented, hence False, not TypeError
       // immutable, so hashable (a dict key, a cache key) with equal configs hashing alike
       .def("__hash__", [](const GPT2Config& c) { return py::hash(fields(c)); })
-      // pickling (multiprocessing, copy.deepcopy) goes through the constructor's checks again
-      .def(py::pickle([](const GPT2Config& c) { return fields(c); },
-                      [](const py::tuple& t) {
-                        require(t.size() == 6, "GPT2Config pickle state must have 6 fields, got " +
-                                                   std::to_string(t.size()));
-                        GPT2Config c{int_argument(t[0], "n_vocab"), int_argument(t[1], "n_ctx"),
-                                     int_argument(t[2], "n_embd"),  int_argument(t[3], "n_head"),
-                                     int_argument(t[4], "n_layer"), float_argument(t[5], "eps")};
-                        c.validate();
-                        return c;
-                      }))
+      // Pickling (multiprocessing, copy.deepcopy) rebuilds through the constructor, so a pickle, which is data from
+      // outside, meets the constructor's checks: functools.partial(GPT2Config, n_vocab=..., ...) called with no
+      // arguments. (pybind11's py::pickle would go through the bare __new__, which is refused below.)
+      .def("__reduce__",
+           [](const GPT2Config& c) {
+             const py::object partial = py::module_::import("functools").attr("partial");
+             const py::object rebuild = partial(py::type::of<GPT2Config>(), py::arg("n_vocab") = c.n_vocab,
+                                                py::arg("n_ctx") = c.n_ctx, py::arg("n_embd") = c.n_embd,
+                                                py::arg("n_head") = c.n_head, py::arg("n_layer") = c.n_layer,
+                                                py::arg("eps") = c.eps);
+             return py::make_tuple(rebuild, py::tuple());
+           })
       .def("__repr__", [](const GPT2Config& c) {
         return "GPT2Config(n_vocab=" + std::to_string(c.n_vocab) + ", n_ctx=" + std::to_string(c.n_ctx) +
                ", n_embd=" + std::to_string(c.n_embd) + ", n_head=" + std::to_string(c.n_head) +
                ", n_layer=" + std::to_string(c.n_layer) + ", eps=" + py::str("{:g}").format(c.eps).cast<std::string>() + ")";
       });
+  refuse_bare_new(cls, "GPT2Config", "call GPT2Config(...)");
 }
 
 }  // namespace kvcache::bindings

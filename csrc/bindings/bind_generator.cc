@@ -28,8 +28,9 @@ GenerateOptions make_options(int max_new_tokens, bool do_sample, float temperatu
 
 void register_generator(py::module_& m) {
   const py::call_guard<GilRelease> released;
-  py::class_<Generator>(m, "Generator", "Step-by-step decoding: prefill, then one token per row per step.")
-      .def(py::init([](const GPT2Model& model, std::vector<std::vector<int>> prompts, int max_new_tokens,
+  py::class_<Generator> cls(m, "Generator", py::is_final(),
+                            "Step-by-step decoding: prefill, then one token per row per step.");
+  cls.def(py::init([](const GPT2Model& model, std::vector<std::vector<int>> prompts, int max_new_tokens,
                        bool do_sample, float temperature, int top_k, float top_p, uint64_t seed, int eos_token_id,
                        bool use_cache, const std::string& cache_dtype) {
              auto options = make_options(max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id,
@@ -60,6 +61,7 @@ void register_generator(py::module_& m) {
       .def_property_readonly("last_tokens", py::cpp_function(&Generator::last_tokens, released))
       .def_property_readonly("sequences", py::cpp_function(&Generator::sequences, released))
       .def_property_readonly("cache_nbytes", [](const Generator& g) { return g.cache().nbytes(); });
+  refuse_bare_new(cls, "Generator", "call Generator(model, prompts, max_new_tokens=...)");
 }
 
 }  // namespace kvcache::bindings

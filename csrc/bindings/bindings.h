@@ -16,6 +16,20 @@ inline void refuse_direct_creation(pybind11::handle cls, const std::string& name
                     }));
 }
 
+// For a class Python does construct: Cls(...) runs pybind11's own __new__, then __init__, and pybind11 checks that
+// __init__ made the C++ object. A bare Cls.__new__(Cls) skips __init__, and pybind11 then hands the methods raw,
+// uninitialised memory (garbage fields, a garbage mutex). So the refusal goes straight into the class dict:
+// setattr would also point the type's construction slot at it and refuse Cls(...) too. The class must be
+// py::is_final(), since a subclass would take the refusal as its constructor.
+inline void refuse_bare_new(pybind11::handle cls, const std::string& name, const std::string& how) {
+  auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
+  const pybind11::cpp_function refusal([name, how](pybind11::args, pybind11::kwargs) {
+    throw pybind11::type_error(name + ".__new__ alone makes no " + name + "; " + how);
+  });
+  if (PyDict_SetItemString(type->tp_dict, "__new__", refusal.ptr()) != 0) throw pybind11::error_already_set();
+  PyType_Modified(type);
+}
+
 void register_errors(pybind11::module_& m);
 void register_config(pybind11::module_& m);
 void register_cache(pybind11::module_& m);
