@@ -3,7 +3,6 @@
 #include <string>
 
 #include "../config.h"
-#include "../errors.h"
 #include "bindings.h"
 #include "convert.h"
 

@@ -7,13 +7,16 @@
 
 namespace kvcache::bindings {
 
+// A __new__ that raises TypeError(message), whatever it is called with.
+inline pybind11::cpp_function refusing_new(const std::string& message) {
+  return pybind11::cpp_function([message](pybind11::args, pybind11::kwargs) { throw pybind11::type_error(message); });
+}
+
 // For a class that only the core makes (a cache by new_cache, a model by its loaders): Python's __new__ would
 // give an instance with no C++ object behind it, whose methods read uninitialised memory (a crash, or garbage).
 // pybind11 makes its instances without __new__, so replacing it changes nothing else.
 inline void refuse_direct_creation(pybind11::handle cls, const std::string& name, const std::string& how) {
-  pybind11::setattr(cls, "__new__", pybind11::cpp_function([name, how](pybind11::args, pybind11::kwargs) {
-                      throw pybind11::type_error(name + " cannot be created directly; " + how);
-                    }));
+  pybind11::setattr(cls, "__new__", refusing_new(name + " cannot be created directly; " + how));
 }
 
 // For a class Python does construct: Cls(...) runs pybind11's own __new__, then __init__, and pybind11 checks that
@@ -23,9 +26,7 @@ inline void refuse_direct_creation(pybind11::handle cls, const std::string& name
 // py::is_final(), since a subclass would take the refusal as its constructor.
 inline void refuse_bare_new(pybind11::handle cls, const std::string& name, const std::string& how) {
   auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
-  const pybind11::cpp_function refusal([name, how](pybind11::args, pybind11::kwargs) {
-    throw pybind11::type_error(name + ".__new__ alone makes no " + name + "; " + how);
-  });
+  const pybind11::cpp_function refusal = refusing_new(name + ".__new__ alone makes no " + name + "; " + how);
   if (PyDict_SetItemString(type->tp_dict, "__new__", refusal.ptr()) != 0) throw pybind11::error_already_set();
   PyType_Modified(type);
 }
