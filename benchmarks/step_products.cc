@@ -4,20 +4,25 @@
 // variants compared). Batch sizes are stepped in rounds, with the read-bandwidth probe between them, so that
 // their ratios are taken under the same share of a shared machine.
 //
-// Build from the repository root (x86-64, GCC; one command line, bash expands the braces), then run:
-//   g++ -O3 -std=c++17 -fopenmp -mavx2 -mfma -mf16c -Icsrc -DKVCACHE_AVX2_KERNELS -o step_products
-//       benchmarks/step_products.cc csrc/huge_pages.cc
-//       csrc/kernels/{panel_gemm,panel_gemm_avx2,gemv,gemv_avx2,probes}.cc
+// Build from the repository root (x86-64, GCC; two command lines, bash expands the braces), then run:
+//   g++ -O3 -std=c++17 -fopenmp -mavx2 -mfma -mf16c -mavx512f -mavx512vl -Icsrc -DKVCACHE_AVX512_KERNELS -c
+//       csrc/kernels/panel_gemm_avx512.cc
+//   g++ -O3 -std=c++17 -fopenmp -mavx2 -mfma -mf16c -Icsrc -DKVCACHE_AVX2_KERNELS -DKVCACHE_AVX512_KERNELS
+//       -o step_products benchmarks/step_products.cc csrc/huge_pages.cc panel_gemm_avx512.o
+//       csrc/kernels/{isa,panel_gemm,panel_gemm_avx2,gemv,gemv_avx2,probes}.cc
 //   OMP_NUM_THREADS=2 ./step_products 1 6 8      # batch sizes (default: 1 8)
+//   OMP_NUM_THREADS=2 ./step_products --isa=avx2 1 6 8   # the AVX2 build where the CPU runs AVX-512 (isa.h)
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "huge_pages.h"
+#include "kernels/isa.h"
 #include "kernels/panel_gemm.h"
 #include "kernels/probes.h"
 
@@ -57,7 +62,23 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   std::vector<int> batches;
-  for (int i = 1; i < argc; ++i) batches.push_back(std::atoi(argv[i]));
+  kvcache::kernels::Isa max_isa = kvcache::kernels::kBestIsa;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--isa=", 0) == 0) {
+      const std::string name = arg.substr(6);
+      if (name == "portable") {
+        max_isa = kvcache::kernels::Isa::kPortable;
+      } else if (name == "avx2") {
+        max_isa = kvcache::kernels::Isa::kAvx2;
+      } else if (name != "avx512") {
+        std::fprintf(stderr, "--isa= takes portable, avx2 or avx512; got %s\n", name.c_str());
+        return 2;
+      }
+      continue;
+    }
+    batches.push_back(std::atoi(argv[i]));
+  }
   if (batches.empty()) batches = {1, 8};
   for (int b : batches) {
     if (b < 1 || b > 16) {
@@ -87,13 +108,17 @@ int main(int argc, char** argv) {
   for (int round = 0; round < kRounds; ++round) {
     for (std::size_t j = 0; j < batches.size(); ++j) {
       const double start = now();
-      for (const Product& p : products) panel_gemm(out, inp, p.weights, nullptr, batches[j], p.K, p.OC, false, nullptr);
+      for (const Product& p : products) {
+        panel_gemm(out, inp, p.weights, nullptr, batches[j], p.K, p.OC, false, nullptr, max_isa);
+      }
       seconds[j].push_back(now() - start);
     }
     if (round % 5 == 0) bandwidth.push_back(kvcache::kernels::probe_read_bandwidth(probe_buffer, probe_floats, 1));
   }
-  std::printf("%d threads, %.0f MB of weights; read-bandwidth probe %.1f GB/s (median of %zu)\n", omp_get_max_threads(),
-              bytes / 1e6, median(bandwidth) / 1e9, bandwidth.size());
+  static const char* const kIsaNames[] = {"portable", "AVX2", "AVX-512"};
+  std::printf("%d threads, %s kernels, %.0f MB of weights; read-bandwidth probe %.1f GB/s (median of %zu)\n",
+              omp_get_max_threads(), kIsaNames[static_cast<int>(kvcache::kernels::usable_isa(max_isa))], bytes / 1e6,
+              median(bandwidth) / 1e9, bandwidth.size());
   const double first = median(seconds[0]);
   for (std::size_t j = 0; j < batches.size(); ++j) {
     const double s = median(seconds[j]);

@@ -28,14 +28,15 @@ def rand(rng, *shape):
 
 
 # Weights are given output-major (OC, K) and stored as the model stores them: float32 in panels of 16 outputs
-# (one kernel for every row count: register tiles of 2-5 rows over 3-1 panels, of 1 or 6 rows over one, and for
-# 7-11 decode rows two row blocks over 64-input pieces of one panel, K not always a multiple of 64), 16/8-bit
-# output-major (the streaming kernel up to 16 rows, BLAS above). The shapes cover every tile, ragged last panels
+# (one kernel for every row count: register tiles of 2-5 rows over 3-1 panels, of 1 or 6 rows over one; for 7-11
+# decode rows, one tile of all of them with AVX-512's 32 registers, else two row blocks over 64-input pieces of
+# one panel, as for 12-16 rows with AVX-512; K not always a multiple of 64), 16/8-bit output-major (the streaming
+# kernel up to 16 rows, the panel kernel above). The shapes cover every tile, ragged last panels
 # (OC not a multiple of 16), several passes over K (K > 256) and over rows (N > 512). The lm_head shape
 # (1, 768, 50257) is the largest product of a decode step.
 SHAPES = [(1, 1, 1), (1, 64, 192), (1, 768, 2304), (1, 768, 50257), (2, 300, 97), (3, 5, 17), (4, 48, 211),
-          (5, 20, 40), (6, 70, 33), (7, 33, 65), (8, 3072, 768), (9, 256, 100), (10, 130, 49), (11, 513, 200), (13, 100, 55),
-          (16, 40, 37), (64, 128, 512), (130, 768, 3072), (520, 300, 50)]
+          (5, 20, 40), (6, 70, 33), (7, 33, 65), (8, 3072, 768), (9, 256, 100), (10, 130, 49), (11, 513, 200),
+          (12, 200, 70), (13, 100, 55), (14, 64, 33), (15, 129, 50), (16, 40, 37), (64, 128, 512), (130, 768, 3072), (520, 300, 50)]
 
 
 @pytest.mark.parametrize("N, K, OC", SHAPES)
@@ -73,7 +74,7 @@ def test_int8_multiversioned_kernel_matches_the_avx2_one(N, K, OC):
     inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
     naive = kernels.linear(inp, kernels.stored_values(weight, "int8"), bias, naive=True)
     fast = kernels.linear(inp, weight, bias, weights_dtype="int8")
-    portable = kernels.linear(inp, weight, bias, weights_dtype="int8", avx2=False)
+    portable = kernels.linear(inp, weight, bias, weights_dtype="int8", isa="portable")
     assert rel_err(portable, naive) < KERNEL_RTOL
     assert rel_err(fast, naive) < KERNEL_RTOL
 
@@ -86,20 +87,55 @@ def test_float32_panel_kernel_portable_build_matches_the_avx2_one(N, K, OC):
     inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
     exact = inp.astype(np.float64) @ weight.astype(np.float64).T + bias.astype(np.float64)
     assert rel_err(kernels.linear(inp, weight, bias), exact) < KERNEL_RTOL
-    assert rel_err(kernels.linear(inp, weight, bias, avx2=False), exact) < KERNEL_RTOL
+    assert rel_err(kernels.linear(inp, weight, bias, isa="portable"), exact) < KERNEL_RTOL
 
 
+FAST_ISAS = [isa for isa in kernels.available_isas() if isa != "portable"]
+
+
+@pytest.mark.parametrize("isa", FAST_ISAS)
 @pytest.mark.parametrize("K, OC", [(768, 2304), (300, 97), (40, 37)])
-def test_float32_rows_do_not_depend_on_the_rows_beside_them(K, OC):
+def test_float32_rows_do_not_depend_on_the_rows_beside_them(isa, K, OC):
     """Every tile sums an output in the same order (k = 0 .. K-1), so a row's products are the same bits alone, in
-    a decode batch of 7-11 (two row blocks over 64-input pieces), of 12 (6 rows, then 6 over a group of panels) or
-    in a prefill of 23 rows: batching never changes a token."""
+    any decode batch (one tile of 7-11 rows, two row blocks over 64-input pieces, 6 rows and then the rest over a
+    group of panels: which of them depends on the build) or in a prefill of 23 rows: batching never changes a
+    token."""
     rng = np.random.default_rng(K + OC)
     inp, weight, bias = rand(rng, 23, K), rand(rng, OC, K), rand(rng, OC)
-    together = kernels.linear(inp, weight, bias)
-    for n in (1, 2, 5, 6, 7, 8, 9, 10, 11, 12):
-        np.testing.assert_array_equal(kernels.linear(inp[:n], weight, bias), together[:n])
-    np.testing.assert_array_equal(kernels.linear(inp[17:18], weight, bias), together[17:18])
+    together = kernels.linear(inp, weight, bias, isa=isa)
+    for n in range(1, 17):
+        np.testing.assert_array_equal(kernels.linear(inp[:n], weight, bias, isa=isa), together[:n])
+    np.testing.assert_array_equal(kernels.linear(inp[17:18], weight, bias, isa=isa), together[17:18])
+
+
+@pytest.mark.skipif("avx512" not in kernels.available_isas(), reason="this CPU has no AVX-512 VL")
+@pytest.mark.parametrize("N, K, OC", [(n, 200, 70) for n in range(1, 17)] + [s for s in SHAPES if s[2] < 10000])
+def test_float32_panel_kernel_avx512_build_is_the_avx2_one_bit_for_bit(N, K, OC):
+    """The AVX-512 build runs larger decode tiles (32 registers), yet sums every output in the same order with the
+    same FMAs: its products are the AVX2 build's, bit for bit, at every decode row count and in a prefill."""
+    rng = np.random.default_rng(N * 3 + K + OC)
+    inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
+    np.testing.assert_array_equal(kernels.linear(inp, weight, bias, isa="avx512"),
+                                  kernels.linear(inp, weight, bias, isa="avx2"))
+    np.testing.assert_array_equal(kernels.linear(inp, weight, None, isa="avx512"),
+                                  kernels.linear(inp, weight, None, isa="avx2"))
+
+
+def test_kernel_builds_are_named_and_checked():
+    """The tests choose a build by name; an unknown name, or one this CPU cannot run, is refused, never ignored."""
+    isas = kernels.available_isas()
+    assert isas[0] == "portable" and set(isas) <= {"portable", "avx2", "avx512"}
+    inp, weight = np.ones((2, 8), np.float32), np.ones((3, 8), np.float32)
+    with pytest.raises(ValueError, match="isa must be 'best', 'portable', 'avx2' or 'avx512'; got 'sse'"):
+        kernels.linear(inp, weight, isa="sse")
+    with pytest.raises(ValueError, match="got 'AVX2'"):
+        kernels.attend(np.ones(8, np.float32), np.ones((2, 8), np.float32), np.ones((2, 8), np.float32), isa="AVX2")
+    for isa in ("avx2", "avx512"):
+        if isa not in isas:
+            with pytest.raises(ValueError, match=f"isa '{isa}' is not available on this machine"):
+                kernels.linear(inp, weight, isa=isa)
+        else:
+            np.testing.assert_array_equal(kernels.linear(inp, weight, isa=isa), np.full((2, 3), 8.0, np.float32))
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
@@ -116,7 +152,7 @@ def test_reduced_precision_prefill_is_the_float32_product_of_the_stored_values(r
     for threads in (1, 2, 3):
         kvcache.set_num_threads(threads)
         np.testing.assert_array_equal(kernels.linear(inp, weight, bias, weights_dtype=dtype), float32)
-    portable = kernels.linear(inp, weight, bias, weights_dtype=dtype, avx2=False)
+    portable = kernels.linear(inp, weight, bias, weights_dtype=dtype, isa="portable")
     assert rel_err(portable, float32) < KERNEL_RTOL
 
 

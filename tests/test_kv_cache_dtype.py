@@ -116,13 +116,13 @@ def test_conversion_of_any_length_and_tail(n):
 
 # ---- attention kernels over 16-bit keys and values -----------------------------------------------------------------
 
-@pytest.mark.parametrize("avx2", [True, False], ids=["avx2", "portable"])
+@pytest.mark.parametrize("isa", ["best", "portable"])
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("length, HS", [(1, 64), (2, 16), (17, 64), (1024, 64), (300, 128), (5, 12), (9, 3)])
-def test_attend_over_16_bit_cache_matches_float64_on_rounded_values(dtype, length, HS, avx2):
+def test_attend_over_16_bit_cache_matches_float64_on_rounded_values(dtype, length, HS, isa):
     rng = np.random.default_rng(length * HS)
     q, keys, values = rand(rng, HS) * 4, rand(rng, length, HS), rand(rng, length, HS)
-    fast = kernels.attend(q, keys, values, cache_dtype=dtype, avx2=avx2)
+    fast = kernels.attend(q, keys, values, cache_dtype=dtype, isa=isa)
     assert rel_err(fast, attend_reference(q, rounded(keys, dtype), rounded(values, dtype))) < KERNEL_RTOL
     # the rounding really happened: the result is not the float32 one
     assert rel_err(fast, attend_reference(q, keys, values)) > KERNEL_RTOL
@@ -148,7 +148,7 @@ def test_attend_portable_and_avx2_builds_agree(dtype, length):
     rng = np.random.default_rng(length)
     q, keys, values = rand(rng, 64), rand(rng, length, 64), rand(rng, length, 64)
     fast = kernels.attend(q, keys, values, cache_dtype=dtype)
-    portable = kernels.attend(q, keys, values, cache_dtype=dtype, avx2=False)
+    portable = kernels.attend(q, keys, values, cache_dtype=dtype, isa="portable")
     assert rel_err(fast, portable) < KERNEL_RTOL
 
 

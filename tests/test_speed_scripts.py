@@ -16,6 +16,7 @@ import pytest
 import kvcache
 
 from conftest import LONG
+from kvcache._core.kernels import available_isas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -120,24 +121,34 @@ def test_precision_script_compares_every_format_with_float32(checkpoint, tmp_pat
 
 @pytest.mark.skipif(shutil.which("g++") is None or os.uname().machine != "x86_64", reason="needs g++ on x86-64")
 def test_step_products_benchmark_builds_and_reports_each_batch(tmp_path):
-    """benchmarks/step_products.cc (README's C++ benchmark of a step's 49 products) builds with the command in its
-    header and prints one row per batch size; a bad batch size is refused."""
+    """benchmarks/step_products.cc (README's C++ benchmark of a step's 49 products) builds with the commands in its
+    header and prints one row per batch size, on the best kernel build or the one --isa= names; a bad batch size or
+    build name is refused."""
     exe = tmp_path / "step_products"
-    kernels = ("panel_gemm", "panel_gemm_avx2", "gemv", "gemv_avx2", "probes")
+    kernels = ("isa", "panel_gemm", "panel_gemm_avx2", "gemv", "gemv_avx2", "probes")
     sources = [os.path.join(ROOT, "benchmarks", "step_products.cc"), os.path.join(ROOT, "csrc", "huge_pages.cc")] + [
         os.path.join(ROOT, "csrc", "kernels", f + ".cc") for f in kernels]
-    flags = ["-O3", "-std=c++17", "-fopenmp", "-mavx2", "-mfma", "-mf16c", "-I" + os.path.join(ROOT, "csrc"),
-             "-DKVCACHE_AVX2_KERNELS"]
-    # the header's one command, compiled file by file in parallel (the two panel files take ~16 s each)
-    objects = [str(tmp_path / f"{i}.o") for i in range(len(sources))]
-    compiles = [subprocess.Popen(["g++", *flags, "-c", src, "-o", obj]) for src, obj in zip(sources, objects)]
+    flags = ["-O3", "-std=c++17", "-mavx2", "-mfma", "-mf16c", "-I" + os.path.join(ROOT, "csrc"),
+             "-DKVCACHE_AVX2_KERNELS", "-DKVCACHE_AVX512_KERNELS"]
+    avx512 = os.path.join(ROOT, "csrc", "kernels", "panel_gemm_avx512.cc")
+    # the header's two commands, compiled file by file in parallel (the panel files take ~16 s each)
+    objects = [str(tmp_path / f"{i}.o") for i in range(len(sources) + 1)]
+    commands = [["g++", *flags, "-fopenmp", "-c", src, "-o", obj] for src, obj in zip(sources, objects)]
+    commands.append(["g++", *flags, "-fopenmp", "-mavx512f", "-mavx512vl", "-c", avx512, "-o", objects[-1]])
+    compiles = [subprocess.Popen(command) for command in commands]
     assert [c.wait() for c in compiles] == [0] * len(compiles)
     subprocess.run(["g++", "-fopenmp", "-o", str(exe), *objects], check=True)
     env = dict(os.environ, OMP_NUM_THREADS="2")
-    run = subprocess.run([str(exe), "1", "3"], env=env, capture_output=True, text=True, timeout=300, check=True)
-    rows = re.findall(r"batch +(\d+): +([\d.]+) ms +([\d.]+) GB/s +([\d.]+) GFLOP/s +([\d.]+)x", run.stdout)
-    assert [int(r[0]) for r in rows] == [1, 3], run.stdout
-    assert all(float(v) > 0 for r in rows for v in r[1:4])
-    assert float(rows[0][4]) == 1.0
+    for isa_args, build in (([], {"avx512": "AVX-512", "avx2": "AVX2"}.get(available_isas()[-1], "portable")),
+                            (["--isa=avx2"], "AVX2" if "avx2" in available_isas() else "portable")):
+        run = subprocess.run([str(exe), *isa_args, "1", "3"], env=env, capture_output=True, text=True, timeout=300,
+                             check=True)
+        assert f"2 threads, {build} kernels" in run.stdout
+        rows = re.findall(r"batch +(\d+): +([\d.]+) ms +([\d.]+) GB/s +([\d.]+) GFLOP/s +([\d.]+)x", run.stdout)
+        assert [int(r[0]) for r in rows] == [1, 3], run.stdout
+        assert all(float(v) > 0 for r in rows for v in r[1:4])
+        assert float(rows[0][4]) == 1.0
     bad = subprocess.run([str(exe), "17"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "got 17" in bad.stderr
+    bad = subprocess.run([str(exe), "--isa=sse", "1"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "got sse" in bad.stderr

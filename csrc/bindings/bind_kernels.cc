@@ -6,13 +6,16 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../kernels/attention.h"
 #include "../kernels/float16.h"
 #include "../kernels/gelu.h"
 #include "../kernels/gemv.h"
+#include "../kernels/isa.h"
 #include "../kernels/matmul.h"
 #include "../kernels/panel_gemm.h"
 #include "../kernels/probes.h"
@@ -33,6 +36,31 @@ using Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 void check_dims(bool ok, const char* what) {
   if (!ok) throw py::value_error(std::string("kernel arguments: ") + what);
+}
+
+constexpr std::pair<const char*, kernels::Isa> kIsaNames[] = {
+    {"portable", kernels::Isa::kPortable}, {"avx2", kernels::Isa::kAvx2}, {"avx512", kernels::Isa::kAvx512}};
+
+py::list available_isas() {
+  py::list names;
+  for (const auto& [name, isa] : kIsaNames) {
+    if (kernels::isa_available(isa)) names.append(name);
+  }
+  return names;
+}
+
+// "best", or the name of a build this machine runs (a test that asks for one it cannot run is told so).
+kernels::Isa parse_isa(const std::string& name) {
+  if (name == "best") return kernels::kBestIsa;
+  for (const auto& [known, isa] : kIsaNames) {
+    if (name != known) continue;
+    if (!kernels::isa_available(isa)) {
+      throw py::value_error("isa '" + name + "' is not available on this machine; available: " +
+                            py::str(available_isas()).cast<std::string>());
+    }
+    return isa;
+  }
+  throw py::value_error("isa must be 'best', 'portable', 'avx2' or 'avx512'; got '" + name + "'");
 }
 
 // An output-major (OC, K) float32 weight stored as the model stores it for `dtype`, with its storage: float32 in
@@ -66,9 +94,10 @@ StoredMatrix store(const float* weight, long rows, long cols, const std::string&
 }
 
 // out (N, OC) = inp (N, K) @ weight^T + bias for an output-major weight (OC, K), as the model computes it.
-Array linear(Array inp, Array weight, py::object bias, bool naive, const std::string& dtype, bool avx2) {
+Array linear(Array inp, Array weight, py::object bias, bool naive, const std::string& dtype, const std::string& isa) {
   check_dims(inp.ndim() == 2 && weight.ndim() == 2 && inp.shape(1) == weight.shape(1), "need (N, K) and (OC, K)");
   const int N = inp.shape(0), K = inp.shape(1), OC = weight.shape(0);
+  const kernels::Isa max_isa = parse_isa(isa);
   const bool has_bias = !bias.is_none();
   Array b = has_bias ? Array::ensure(bias) : Array();
   if (has_bias) check_dims(b && b.ndim() == 1 && b.shape(0) == OC, "bias must be (OC)");
@@ -81,7 +110,7 @@ Array linear(Array inp, Array weight, py::object bias, bool naive, const std::st
   apply_num_threads();
   std::vector<float> scratch(kernels::matmul_scratch_size(w.matrix, N, K));
   kernels::matmul(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
-                  scratch.data(), avx2);
+                  scratch.data(), max_isa);
   return out;
 }
 
@@ -127,11 +156,12 @@ Array stored_kv(Array x, const std::string& dtype, bool vector) {
   return out;
 }
 
-Array attend(Array q, Array keys, Array values, bool naive, const std::string& cache_dtype, bool avx2) {
+Array attend(Array q, Array keys, Array values, bool naive, const std::string& cache_dtype, const std::string& isa) {
   check_dims(q.ndim() == 1 && keys.ndim() == 2 && values.ndim() == 2 && keys.shape(1) == q.shape(0) &&
                  values.shape(0) == keys.shape(0) && values.shape(1) == q.shape(0) && keys.shape(0) > 0,
              "need q (HS), keys and values (len, HS)");
   const int len = keys.shape(0), HS = q.shape(0);
+  const kernels::Isa max_isa = parse_isa(isa);
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
   Array out(HS);
   std::vector<float> scores(len);
@@ -141,7 +171,7 @@ Array attend(Array q, Array keys, Array values, bool naive, const std::string& c
     return out;
   }
   with_stored_kv(cache_dtype, keys, values, [&](const auto* k, const auto* v) {
-    kernels::attend(out.mutable_data(), q.data(), k, v, len, HS, scale, scores.data(), avx2);
+    kernels::attend(out.mutable_data(), q.data(), k, v, len, HS, scale, scores.data(), max_isa);
   });
   return out;
 }
@@ -190,10 +220,11 @@ py::tuple stream_split(int items, int chunk, int slow_thread) {
 void register_kernels(py::module_& m) {
   py::module_ k = m.def_submodule("kernels", "fast kernels and their naive reference twins (for tests)");
   k.def("linear", &linear, py::arg("inp"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("naive") = false,
-        py::arg("weights_dtype") = "float32", py::arg("avx2") = true,
+        py::arg("weights_dtype") = "float32", py::arg("isa") = "best",
         "(N, K) @ weight^T + bias for an output-major weight (OC, K), stored as the model stores weights_dtype "
-        "first; avx2=False runs the portable build of the kernels that have an AVX2 one (float32 panels, and "
-        "int8 for N <= 16)");
+        "first; isa='avx2' or 'portable' caps the build of the kernels that have wider ones (float32 panels: "
+        "AVX-512 VL, AVX2, portable; int8 for N <= 16: AVX2, portable)");
+  k.def("available_isas", &available_isas, "the kernel builds this machine runs, from 'portable' up (isa.h)");
   k.def("stored_values", &stored_values, py::arg("weight"), py::arg("weights_dtype"),
         "the float32 values of an output-major weight once stored as weights_dtype (int8: one scale per row)");
   k.def("probe_read_bandwidth",
@@ -222,8 +253,8 @@ void register_kernels(py::module_& m) {
   k.def("attend_block", &attend_block, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("start"),
         py::arg("cache_dtype") = "float32", "the prefill path over keys and values stored as cache_dtype");
   k.def("attend", &attend, py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("naive") = false,
-        py::arg("cache_dtype") = "float32", py::arg("avx2") = true,
-        "the decode path over keys and values stored as cache_dtype; avx2=False runs the portable build");
+        py::arg("cache_dtype") = "float32", py::arg("isa") = "best",
+        "the decode path over keys and values stored as cache_dtype; isa='portable' runs the portable build");
   k.def("stream_split", &stream_split, py::arg("items"), py::arg("chunk"), py::arg("slow_thread") = -1,
         "(times taken, thread) per item as decode products deal their work among threads (stream_split.h)");
   k.def("stored_kv", &stored_kv, py::arg("x"), py::arg("cache_dtype"), py::arg("vector") = true,

@@ -6,7 +6,7 @@
 
 #include "attention_avx2.h"
 #include "attention_passes.h"
-#include "gemv_avx2.h"
+#include "isa.h"
 #include "panel_gemm.h"
 
 namespace kvcache::kernels {
@@ -36,9 +36,9 @@ void attend_scalar(float* out, const float* q, const E* keys, const E* values, i
 
 template <class E>
 void attend(float* out, const float* q, const E* keys, const E* values, int len, int HS, float scale, float* scores,
-            bool avx2) {
+            Isa max_isa) {
   if (HS % 8 != 0) return attend_scalar(out, q, keys, values, len, HS, scale, scores);
-  if (avx2 && avx2_fma_available()) return attend_avx2(out, q, keys, values, len, HS, scale, scores);
+  if (usable_isa(max_isa) >= Isa::kAvx2) return attend_avx2(out, q, keys, values, len, HS, scale, scores);
   attend_passes(out, q, keys, values, len, HS, scale, scores);
 }
 
@@ -82,9 +82,9 @@ void attend_block(float* out, int ldo, const float* q, int ldq, const E* keys, c
   }
 }
 
-template void attend(float*, const float*, const float*, const float*, int, int, float, float*, bool);
-template void attend(float*, const float*, const Half*, const Half*, int, int, float, float*, bool);
-template void attend(float*, const float*, const uint16_t*, const uint16_t*, int, int, float, float*, bool);
+template void attend(float*, const float*, const float*, const float*, int, int, float, float*, Isa);
+template void attend(float*, const float*, const Half*, const Half*, int, int, float, float*, Isa);
+template void attend(float*, const float*, const uint16_t*, const uint16_t*, int, int, float, float*, Isa);
 template void attend_block(float*, int, const float*, int, const float*, const float*, int, int, int, float, float*);
 template void attend_block(float*, int, const float*, int, const Half*, const Half*, int, int, int, float, float*);
 template void attend_block(float*, int, const float*, int, const uint16_t*, const uint16_t*, int, int, int, float,

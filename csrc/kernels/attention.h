@@ -6,14 +6,16 @@
 // widened to float32 as they are read; queries, scores and sums are float32.
 #pragma once
 
+#include "isa.h"
+
 namespace kvcache::kernels {
 
 // out (HS) = softmax(q . K[0:len]^T * scale) @ V[0:len]
-// q (HS); keys, values (len, HS) dense; scores (len) is scratch. avx2 = false runs the portable build even where the
-// AVX2 + F16C one could (tests compare the two).
+// q (HS); keys, values (len, HS) dense; scores (len) is scratch. max_isa = kPortable runs the portable build even where
+// the AVX2 + F16C one could (tests compare the two).
 template <class E>
 void attend(float* out, const float* q, const E* keys, const E* values, int len, int HS, float scale, float* scores,
-            bool avx2 = true);
+            Isa max_isa = kBestIsa);
 // The float64 reference, on float32 keys and values.
 void attend_naive(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
                   float* scores);

@@ -27,8 +27,8 @@ KVCACHE_DOT_ROWS(dot_rows_i8, int8_t)
 }  // namespace
 
 void gemv_rows(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-               bool accumulate, bool int8_avx2) {
-  const bool use_avx2 = int8_avx2 && avx2_fma_available();
+               bool accumulate, Isa max_isa) {
+  const bool use_avx2 = usable_isa(max_isa) >= Isa::kAvx2;
   // The threads share whole tiles of kOutputTile outputs (stream_split.h), so that which outputs form a block of
   // three (dot_rows) never depends on the thread count or on which thread ran which tile.
   const long tile_bytes = static_cast<long>(kOutputTile) * K * element_bytes(weight.type);

@@ -4,6 +4,7 @@
 // BLAS packs them for GEMM even at 2 rows, costs a second pass over them; this kernel reads them in place.
 #pragma once
 
+#include "isa.h"
 #include "matrix.h"
 
 namespace kvcache::kernels {
@@ -11,8 +12,8 @@ namespace kvcache::kernels {
 constexpr int kSmallRows = 16;  // up to this many rows (decode) the weights are streamed in place
 
 // out (N, OC) (+)= inp (N, K) @ weight^T + bias      weight (OC, K) of any storage type; bias may be null
-// int8_avx2 = false keeps int8 weights on the multiversioned kernel even where the AVX2 one runs (for its test).
+// max_isa below kAvx2 keeps int8 weights on the multiversioned kernel even where the AVX2 one runs (for its test).
 void gemv_rows(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-               bool accumulate, bool int8_avx2 = true);
+               bool accumulate, Isa max_isa = kBestIsa);
 
 }  // namespace kvcache::kernels

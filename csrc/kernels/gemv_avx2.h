@@ -7,10 +7,9 @@
 
 #include <cstdint>
 
-namespace kvcache::kernels {
+#include "isa.h"
 
-// True when this build has the AVX2 kernel and the CPU runs it (checked once).
-bool avx2_fma_available();
+namespace kvcache::kernels {
 
 // Rows [o0, o1) of out (N, OC) (+)= inp (N, K) @ (weight * scales)^T + bias; only call when avx2_fma_available().
 void dot_rows_i8_avx2(float* out, const float* inp, const int8_t* weight, const float* scales, const float* bias, int N,

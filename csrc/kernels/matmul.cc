@@ -75,13 +75,13 @@ long matmul_scratch_size(const Matrix& weight, long N, long K) {
 }
 
 void matmul(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-            bool accumulate, float* scratch, bool avx2) {
+            bool accumulate, float* scratch, Isa max_isa) {
   if (weight.layout == Layout::Panels) {  // every row count: decode and prefill alike
-    panel_gemm(out, inp, static_cast<const float*>(weight.data), bias, N, K, OC, accumulate, scratch, avx2);
+    panel_gemm(out, inp, static_cast<const float*>(weight.data), bias, N, K, OC, accumulate, scratch, max_isa);
     return;
   }
   if (N <= kSmallRows) {  // decode: stream the weights once
-    gemv_rows(out, inp, weight, bias, N, K, OC, accumulate, avx2);
+    gemv_rows(out, inp, weight, bias, N, K, OC, accumulate, max_isa);
     return;
   }
   // Output-major weights, many rows (a prefill with 16/8-bit weights): a block of output rows at a time widened
@@ -99,7 +99,7 @@ void matmul(float* out, const float* inp, const Matrix& weight, const float* bia
     PanelProduct product{out + o0, OC, inp, K, scratch, static_cast<long>(K) * kPanelWidth,
                          bias != nullptr ? bias + o0 : nullptr, N, K, static_cast<int>(rows), accumulate};
     if (packed_inp_size(N, K) > 0) product.packed_inp = packed_rows;
-    panel_gemm(product, avx2);
+    panel_gemm(product, max_isa);
   }
 }
 

@@ -5,6 +5,7 @@
 // float32 twin serves the tests.
 #pragma once
 
+#include "isa.h"
 #include "matrix.h"
 
 namespace kvcache::kernels {
@@ -15,10 +16,10 @@ constexpr long kDequantFloats = 1L << 22;
 long matmul_scratch_size(const Matrix& weight, long N, long K);
 
 // With accumulate the product is added to out (residual connections fused into the matmul). bias may be null.
-// scratch: matmul_scratch_size(weight, N, K) floats. avx2 = false keeps the kernels that have an AVX2 build on
-// their portable one even where the AVX2 one runs (for the tests that compare them).
+// scratch: matmul_scratch_size(weight, N, K) floats. max_isa: the most capable build of the kernels (isa.h) the
+// call may run, lowered by the tests that compare the builds.
 void matmul(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
-            bool accumulate, float* scratch, bool avx2 = true);
+            bool accumulate, float* scratch, Isa max_isa = kBestIsa);
 
 // Rows [r0, r1) of a (rows, cols) weight as float32 (output-major, whatever the weight's layout).
 void dequantize_rows(float* out, const Matrix& weight, long r0, long r1, long cols);

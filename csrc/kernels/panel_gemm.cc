@@ -4,8 +4,8 @@
 #include <cstddef>
 
 #include "float16.h"
-#include "gemv_avx2.h"
 #include "panel_gemm_avx2.h"
+#include "panel_gemm_avx512.h"
 #include "panel_tiles.h"
 #include "stream_split.h"
 
@@ -14,6 +14,23 @@ namespace kvcache::kernels {
 namespace {
 // The fallback for CPUs without AVX2 + FMA (and other architectures): the same loops for the build's target.
 void panel_range_portable(const PanelProduct& product, int p0, int p1) { panel_range(product, p0, p1); }
+int chunk_panels_portable(const PanelProduct& product) { return chunk_panels(product); }
+
+// One build of the loop nest. Each plans its own decode tiles (panel_tiles.h), so each also says how many panels a
+// thread takes at a time.
+struct PanelBuild {
+  void (*range)(const PanelProduct&, int, int);
+  int (*chunk)(const PanelProduct&);
+};
+
+PanelBuild panel_build(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return {panel_range_avx512, chunk_panels_avx512};
+    case Isa::kAvx2: return {panel_range_avx2, chunk_panels_avx2};
+    case Isa::kPortable: break;
+  }
+  return {panel_range_portable, chunk_panels_portable};
+}
 }  // namespace
 
 namespace {
@@ -63,20 +80,20 @@ template void pack_panels_from_output_major(float*, const Half*, long, long);
 template void pack_panels_from_output_major(float*, const uint16_t*, long, long);
 
 void panel_gemm(float* out, const float* inp, const float* packed, const float* bias, int N, int K, int OC,
-                bool accumulate, float* scratch, bool avx2) {
+                bool accumulate, float* scratch, Isa max_isa) {
   PanelProduct product{out, OC, inp, K, packed, static_cast<long>(K) * kPanelWidth, bias, N, K, OC, accumulate};
   if (packed_inp_size(N, K) > 0) product.packed_inp = scratch;
-  panel_gemm(product, avx2);
+  panel_gemm(product, max_isa);
 }
 
-void panel_gemm(const PanelProduct& product, bool avx2) {
+void panel_gemm(const PanelProduct& product, Isa max_isa) {
   const int panels = static_cast<int>(panel_count(product.OC));
-  const auto range = avx2 && avx2_fma_available() ? panel_range_avx2 : panel_range_portable;
+  const PanelBuild build = panel_build(usable_isa(max_isa));
   if (product.packed_inp != nullptr) {
 #pragma omp parallel for schedule(static)
     for (int block = 0; block < product.N / kPackedRows; ++block) pack_rows(product, block);
   }
-  parallel_stream(panels, chunk_panels(product), [&](int p0, int p1) { range(product, p0, p1); });
+  parallel_stream(panels, build.chunk(product), [&](int p0, int p1) { build.range(product, p0, p1); });
 }
 
 }  // namespace kvcache::kernels

@@ -16,6 +16,8 @@
 // how many rows share the call (batch composition never changes a token).
 #pragma once
 
+#include "isa.h"
+
 namespace kvcache::kernels {
 
 constexpr int kPanelWidth = 16;  // outputs per panel: two 8-float vectors
@@ -37,10 +39,10 @@ template <class E>
 void pack_panels_from_output_major(float* packed, const E* out_major, long K, long OC);
 
 // out (N, OC) (+)= inp (N, K) @ W + bias, W packed by pack_panels; bias may be null. scratch: null, or
-// packed_inp_size(N, K) floats for the packed rows. avx2 = false runs the portable build even where the AVX2 one
-// could (tests compare the two).
+// packed_inp_size(N, K) floats for the packed rows. max_isa: the most capable build the call may run (isa.h;
+// the tests compare the builds).
 void panel_gemm(float* out, const float* inp, const float* packed, const float* bias, int N, int K, int OC,
-                bool accumulate, float* scratch, bool avx2 = true);
+                bool accumulate, float* scratch, Isa max_isa = kBestIsa);
 
 // The same product in its general form, for attention's: rows of inp and out ldi and ldo floats apart, panels
 // panel_stride floats apart (K * 16 for a whole packed matrix, more when the product uses only the first K inputs
@@ -60,6 +62,6 @@ struct PanelProduct {
   // floats apart mapped to the same few L1 sets (all six at K = 3072) and a prefill ran 8% slower. Null: in place.
   float* packed_inp = nullptr;
 };
-void panel_gemm(const PanelProduct& product, bool avx2 = true);
+void panel_gemm(const PanelProduct& product, Isa max_isa = kBestIsa);
 
 }  // namespace kvcache::kernels

@@ -10,5 +10,6 @@
 namespace kvcache::kernels {
 
 void panel_range_avx2(const PanelProduct& product, int p0, int p1) { panel_range(product, p0, p1); }
+int chunk_panels_avx2(const PanelProduct& product) { return chunk_panels(product); }
 
 }  // namespace kvcache::kernels

@@ -1,0 +1,41 @@
+#include "isa.h"
+
+namespace kvcache::kernels {
+
+namespace {
+bool cpu_runs_avx2() {
+#if defined(KVCACHE_AVX2_KERNELS)
+  // F16C too, for attention_avx2.cc: every CPU with AVX2 has it, but it is a separate feature bit
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+bool cpu_runs_avx512() {
+#if defined(KVCACHE_AVX512_KERNELS)
+  // GCC's cpu check also reads XCR0, so an OS that does not save the 32 registers reports neither feature
+  return cpu_runs_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+bool isa_available(Isa isa) {
+  static const bool avx2 = cpu_runs_avx2(), avx512 = cpu_runs_avx512();
+  switch (isa) {
+    case Isa::kPortable: return true;
+    case Isa::kAvx2: return avx2;
+    case Isa::kAvx512: return avx512;
+  }
+  return false;
+}
+
+Isa usable_isa(Isa limit) {
+  if (limit >= Isa::kAvx512 && isa_available(Isa::kAvx512)) return Isa::kAvx512;
+  if (limit >= Isa::kAvx2 && isa_available(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kPortable;
+}
+
+}  // namespace kvcache::kernels
