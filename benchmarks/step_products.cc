@@ -66,15 +66,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--isa=", 0) == 0) {
-      const std::string name = arg.substr(6);
-      if (name == "portable") {
-        max_isa = kvcache::kernels::Isa::kPortable;
-      } else if (name == "avx2") {
-        max_isa = kvcache::kernels::Isa::kAvx2;
-      } else if (name != "avx512") {
-        std::fprintf(stderr, "--isa= takes portable, avx2 or avx512; got %s\n", name.c_str());
+      const auto isa = kvcache::kernels::isa_from_name(arg.substr(6));
+      if (!isa) {
+        std::fprintf(stderr, "--isa= takes portable, avx2 or avx512; got %s\n", arg.substr(6).c_str());
         return 2;
       }
+      max_isa = *isa;
       continue;
     }
     batches.push_back(std::atoi(argv[i]));
@@ -115,9 +112,8 @@ int main(int argc, char** argv) {
     }
     if (round % 5 == 0) bandwidth.push_back(kvcache::kernels::probe_read_bandwidth(probe_buffer, probe_floats, 1));
   }
-  static const char* const kIsaNames[] = {"portable", "AVX2", "AVX-512"};
   std::printf("%d threads, %s kernels, %.0f MB of weights; read-bandwidth probe %.1f GB/s (median of %zu)\n",
-              omp_get_max_threads(), kIsaNames[static_cast<int>(kvcache::kernels::usable_isa(max_isa))], bytes / 1e6,
+              omp_get_max_threads(), kvcache::kernels::isa_name(kvcache::kernels::usable_isa(max_isa)), bytes / 1e6,
               median(bandwidth) / 1e9, bandwidth.size());
   const double first = median(seconds[0]);
   for (std::size_t j = 0; j < batches.size(); ++j) {

@@ -6,9 +6,9 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <thread>
-#include <utility>
 #include <vector>
 
 #include "../kernels/attention.h"
@@ -38,13 +38,10 @@ void check_dims(bool ok, const char* what) {
   if (!ok) throw py::value_error(std::string("kernel arguments: ") + what);
 }
 
-constexpr std::pair<const char*, kernels::Isa> kIsaNames[] = {
-    {"portable", kernels::Isa::kPortable}, {"avx2", kernels::Isa::kAvx2}, {"avx512", kernels::Isa::kAvx512}};
-
 py::list available_isas() {
   py::list names;
-  for (const auto& [name, isa] : kIsaNames) {
-    if (kernels::isa_available(isa)) names.append(name);
+  for (auto isa : {kernels::Isa::kPortable, kernels::Isa::kAvx2, kernels::Isa::kAvx512}) {
+    if (kernels::isa_available(isa)) names.append(kernels::isa_name(isa));
   }
   return names;
 }
@@ -52,15 +49,13 @@ py::list available_isas() {
 // "best", or the name of a build this machine runs (a test that asks for one it cannot run is told so).
 kernels::Isa parse_isa(const std::string& name) {
   if (name == "best") return kernels::kBestIsa;
-  for (const auto& [known, isa] : kIsaNames) {
-    if (name != known) continue;
-    if (!kernels::isa_available(isa)) {
-      throw py::value_error("isa '" + name + "' is not available on this machine; available: " +
-                            py::str(available_isas()).cast<std::string>());
-    }
-    return isa;
+  const std::optional<kernels::Isa> isa = kernels::isa_from_name(name);
+  if (!isa) throw py::value_error("isa must be 'best', 'portable', 'avx2' or 'avx512'; got '" + name + "'");
+  if (!kernels::isa_available(*isa)) {
+    throw py::value_error("isa '" + name + "' is not available on this machine; available: " +
+                          py::str(available_isas()).cast<std::string>());
   }
-  throw py::value_error("isa must be 'best', 'portable', 'avx2' or 'avx512'; got '" + name + "'");
+  return *isa;
 }
 
 // An output-major (OC, K) float32 weight stored as the model stores it for `dtype`, with its storage: float32 in

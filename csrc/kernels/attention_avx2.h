@@ -8,7 +8,7 @@
 
 namespace kvcache::kernels {
 
-// attend() for HS a multiple of 8; only call when avx2_fma_available() (isa.h).
+// attend() for HS a multiple of 8; only call when isa_available(Isa::kAvx2) (isa.h).
 void attend_avx2(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
                  float* scores);
 void attend_avx2(float* out, const float* q, const Half* keys, const Half* values, int len, int HS, float scale,

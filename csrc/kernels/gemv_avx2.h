@@ -7,11 +7,10 @@
 
 #include <cstdint>
 
-#include "isa.h"
-
 namespace kvcache::kernels {
 
-// Rows [o0, o1) of out (N, OC) (+)= inp (N, K) @ (weight * scales)^T + bias; only call when avx2_fma_available().
+// Rows [o0, o1) of out (N, OC) (+)= inp (N, K) @ (weight * scales)^T + bias; only call when
+// isa_available(Isa::kAvx2) (isa.h).
 void dot_rows_i8_avx2(float* out, const float* inp, const int8_t* weight, const float* scales, const float* bias, int N,
                       int K, int OC, int o0, int o1, bool accumulate);
 

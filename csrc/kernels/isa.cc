@@ -32,6 +32,26 @@ bool isa_available(Isa isa) {
   return false;
 }
 
+namespace {
+constexpr Isa kIsas[] = {Isa::kPortable, Isa::kAvx2, Isa::kAvx512};
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kPortable: return "portable";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+std::optional<Isa> isa_from_name(const std::string& name) {
+  for (Isa isa : kIsas) {
+    if (name == isa_name(isa)) return isa;
+  }
+  return std::nullopt;
+}
+
 Isa usable_isa(Isa limit) {
   if (limit >= Isa::kAvx512 && isa_available(Isa::kAvx512)) return Isa::kAvx512;
   if (limit >= Isa::kAvx2 && isa_available(Isa::kAvx2)) return Isa::kAvx2;

@@ -9,6 +9,9 @@
 //    order with the same FMAs, so its results are the AVX2 build's, bit for bit.
 #pragma once
 
+#include <optional>
+#include <string>
+
 namespace kvcache::kernels {
 
 enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };  // ordered: each runs wherever the next does
@@ -18,6 +21,9 @@ constexpr Isa kBestIsa = Isa::kAvx512;  // as a limit: whatever this CPU runs
 bool isa_available(Isa isa);
 // The most capable build this CPU runs, up to `limit` (the tests compare the builds by lowering it).
 Isa usable_isa(Isa limit);
-inline bool avx2_fma_available() { return isa_available(Isa::kAvx2); }
+
+// "portable", "avx2", "avx512": how the tests and benchmarks/step_products.cc name a build.
+const char* isa_name(Isa isa);
+std::optional<Isa> isa_from_name(const std::string& name);  // nullopt for any other name
 
 }  // namespace kvcache::kernels

@@ -6,7 +6,7 @@
 
 namespace kvcache::kernels {
 
-// Panels [p0, p1) of the product; only call when avx2_fma_available() (isa.h).
+// Panels [p0, p1) of the product; only call when isa_available(Isa::kAvx2) (isa.h).
 void panel_range_avx2(const PanelProduct& product, int p0, int p1);
 // Panels a thread takes at a time (stream_split.h).
 int chunk_panels_avx2(const PanelProduct& product);
