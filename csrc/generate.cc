@@ -7,33 +7,33 @@
 
 namespace kvcache {
 
-void GenerateOptions::validate(const GPT2Config& config) const {
+void GenerateOptions::validate(int n_vocab) const {
   require(max_new_tokens >= 0, "max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
-  require(eos_token_id < config.n_vocab, "eos_token_id " + std::to_string(eos_token_id) +
-                                              " is outside the vocabulary [0, " + std::to_string(config.n_vocab) + ")");
+  require(eos_token_id < n_vocab, "eos_token_id " + std::to_string(eos_token_id) + " is outside the vocabulary [0, " +
+                                      std::to_string(n_vocab) + ")");
   sampling.validate();
 }
 
 namespace {
 
 int required_length(const std::vector<std::vector<int>>& prompts, const GenerateOptions& options,
-                     const GPT2Config& config) {
+                     const CausalLM& model) {
   require(!prompts.empty(), "generate needs at least one prompt");
   int longest = 1;
   for (std::size_t r = 0; r < prompts.size(); ++r) {
     const std::vector<int>& p = prompts[r];
     require(!p.empty(), "prompt " + std::to_string(r) + " is empty; give at least one token");
     for (int id : p) {
-      if (id < 0 || id >= config.n_vocab) {
+      if (id < 0 || id >= model.n_vocab()) {
         fail("token id " + std::to_string(id) + " in prompt " + std::to_string(r) + " is outside the vocabulary [0, " +
-             std::to_string(config.n_vocab) + ")");
+             std::to_string(model.n_vocab()) + ")");
       }
     }
     const long total = static_cast<long>(p.size()) + options.max_new_tokens;
-    if (total > config.n_ctx) {
+    if (total > model.n_ctx()) {
       fail("prompt " + std::to_string(r) + " of " + std::to_string(p.size()) + " tokens plus max_new_tokens=" +
            std::to_string(options.max_new_tokens) + " is " + std::to_string(total) + " tokens, beyond n_ctx=" +
-           std::to_string(config.n_ctx));
+           std::to_string(model.n_ctx()));
     }
     longest = std::max(longest, static_cast<int>(total));
   }
@@ -42,14 +42,14 @@ int required_length(const std::vector<std::vector<int>>& prompts, const Generate
 
 }  // namespace
 
-Generator::Generator(const GPT2Model& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options)
+Generator::Generator(const CausalLM& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options)
     : model_(model),
       options_(options),
       sequences_(std::move(prompts)),
       cache_(model.new_cache(std::max<int>(1, static_cast<int>(sequences_.size())),
-                             (options.validate(model.config()), required_length(sequences_, options, model.config())),
+                             (options.validate(model.n_vocab()), required_length(sequences_, options, model)),
                              options.cache_type)),
-      sampler_(model.config().n_vocab) {
+      sampler_(model.n_vocab()) {
   const int B = static_cast<int>(sequences_.size());
   int longest_prompt = 0;
   for (int r = 0; r < B; ++r) {
@@ -63,7 +63,7 @@ Generator::Generator(const GPT2Model& model, std::vector<std::vector<int>> promp
   last_tokens_.assign(B, -1);
   // The largest pass: a batched prefill of equal prompts, one prompt, or (without cache) a whole sequence.
   const int widest = options.use_cache ? std::max(B * longest_prompt, B) : cache_.max_seq_len();
-  ws_.reserve(model.weights(), widest, B, cache_.max_seq_len());
+  model.reserve(ws_, widest, B, cache_.max_seq_len());
 }
 
 bool Generator::step() {
@@ -119,7 +119,7 @@ void Generator::emit(int row, const float* logits) {
 }
 
 void Generator::prefill() {
-  const int V = model_.config().n_vocab;
+  const int V = model_.n_vocab();
   const int n = static_cast<int>(active_.size());
   const bool equal_lengths = std::all_of(active_.begin(), active_.end(),
                                          [&](int row) { return prompt_lens_[row] == prompt_lens_[active_[0]]; });
@@ -141,7 +141,7 @@ void Generator::prefill() {
 }
 
 void Generator::decode_cached() {
-  const int V = model_.config().n_vocab;
+  const int V = model_.n_vocab();
   const int n = static_cast<int>(active_.size());
   for (int i = 0; i < n; ++i) step_tokens_[i] = sequences_[active_[i]].back();
   model_.forward(step_tokens_.data(), n, 1, active_.data(), cache_, ws_, false);

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kv_cache.h"
-#include "model.h"
+#include "causal_lm.h"
 #include "sampler.h"
 
 namespace kvcache {
@@ -22,13 +22,13 @@ struct GenerateOptions {
   bool use_cache = true;
   KVType cache_type = KVType::F32;  // how the cache stores keys and values (the uncached baseline's too)
 
-  void validate(const GPT2Config& config) const;
+  void validate(int n_vocab) const;
 };
 
 class Generator {
  public:
   // prompts: one list of token ids per batch row, of any lengths (>= 1 each).
-  Generator(const GPT2Model& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options);
+  Generator(const CausalLM& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options);
 
   // Produces the next token of every unfinished row. Returns false, doing nothing, once all rows are finished.
   bool step();
@@ -52,7 +52,7 @@ class Generator {
   void decode_uncached();
   void emit(int row, const float* logits);
 
-  const GPT2Model& model_;
+  const CausalLM& model_;
   GenerateOptions options_;
   std::vector<std::vector<int>> sequences_;
   std::vector<int> prompt_lens_;

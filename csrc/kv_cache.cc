@@ -9,15 +9,18 @@
 
 namespace kvcache {
 
-KVCache::KVCache(const GPT2Config& config, int batch_size, int max_seq_len, const void* owner, KVType type)
-    : n_layer_(config.n_layer), batch_size_(batch_size), max_seq_len_(max_seq_len), owner_(owner), type_(type) {
+KVCache::KVCache(const CacheShape& config, int batch_size, int max_seq_len, const void* owner, KVType type)
+    : n_layer_(config.n_layer),
+      n_kv_head_(config.n_kv_head),
+      head_dim_(config.head_dim),
+      batch_size_(batch_size), max_seq_len_(max_seq_len), owner_(owner), type_(type) {
   require(batch_size >= 1, "cache batch_size must be >= 1, got " + std::to_string(batch_size));
   require(max_seq_len >= 1 && max_seq_len <= config.n_ctx,
           "cache max_seq_len must be in [1, n_ctx=" + std::to_string(config.n_ctx) + "], got " +
               std::to_string(max_seq_len));
   auto u = [](int v) { return static_cast<std::size_t>(v); };
-  const std::array<std::size_t, 6> shape = {u(config.n_layer), 2, u(batch_size), u(config.n_head), u(max_seq_len),
-                                            u(config.head_dim())};
+  const std::array<std::size_t, 6> shape = {u(config.n_layer), 2, u(batch_size), u(config.n_kv_head), u(max_seq_len),
+                                            u(config.head_dim)};
   // Zero-filled (the bits of +0 in every type) so that even a bug reading past a row's length could not see stale
   // data from another run. Huge pages are advised before the first write (huge_pages.h).
   if (type == KVType::F32) {

@@ -1,13 +1,15 @@
 // KVCache: the keys and values of every past position, in one contiguous buffer allocated once.
 //
-// Layout, row-major:  (L, 2, B, NH, max_seq_len, HS)   [layer][K=0 / V=1][batch row][head][position][channel]
+// Layout, row-major:  (L, 2, B, NKV, max_seq_len, HS)   [layer][K=0 / V=1][batch row][kv head][position][channel]
 // so the keys of one (layer, row, head) are a dense (max_seq_len, HS) matrix that attention streams through.
+// NKV is the number of key/value heads: n_head for GPT-2, fewer under grouped-query attention (LLaMA family), where
+// each group of n_head / NKV query heads reads one stored head; heads are never expanded.
 // Prefill writes a prompt's K/V once; each decode step writes one position per row. Each batch row keeps its
 // own length, so prompts of different lengths share a cache. Nothing is ever reallocated, concatenated or
 // wrapped: writing past max_seq_len throws.
 // The values are stored as float32, or in 16 bits (IEEE float16 or bfloat16, kernels/float16.h) to halve the bytes
 // that attention reads at every decode step; attention converts them back to float32 in registers.
-//   nbytes = 2 x L x B x NH x max_seq_len x HS x bytes  (= 2 x L x B x max_seq_len x C x bytes), bytes = 4 or 2
+//   nbytes = 2 x L x B x NKV x max_seq_len x HS x bytes, bytes = 4 or 2
 #pragma once
 
 #include <atomic>
@@ -17,21 +19,27 @@
 #include <vector>
 #include <xtensor/xtensor.hpp>
 
-#include "config.h"
 #include "kernels/half.h"
 
 namespace kvcache {
 
 enum class KVType { F32, F16, BF16 };
 
+// What a model's cache holds per position: n_layer x 2 x n_kv_head x head_dim values; n_ctx bounds max_seq_len.
+struct CacheShape {
+  int n_layer, n_kv_head, head_dim, n_ctx;
+};
+
 class KVCache {
  public:
   // owner identifies the model the cache belongs to; a cache is only valid with the model that made it.
-  KVCache(const GPT2Config& config, int batch_size, int max_seq_len, const void* owner, KVType type = KVType::F32);
+  KVCache(const CacheShape& shape, int batch_size, int max_seq_len, const void* owner, KVType type = KVType::F32);
 
   int batch_size() const { return batch_size_; }
   int max_seq_len() const { return max_seq_len_; }
   int n_layer() const { return n_layer_; }
+  int n_kv_head() const { return n_kv_head_; }
+  int head_dim() const { return head_dim_; }
   const void* owner() const { return owner_; }
   KVType type() const { return type_; }
   std::size_t element_bytes() const { return type_ == KVType::F32 ? 4 : 2; }
@@ -72,7 +80,7 @@ class KVCache {
   template <class E>
   E* block(int layer, int kv, int row, int head);
 
-  int n_layer_, batch_size_, max_seq_len_;
+  int n_layer_, n_kv_head_, head_dim_, batch_size_, max_seq_len_;
   const void* owner_;
   KVType type_;
   // One of the two holds the cache, the other is empty. Half and bfloat16 values are both stored as their bits.

@@ -1,34 +1,16 @@
-// GPT2Model: forward(tokens, cache) -> logits, for prefill (many tokens per row) and decode (one per row).
+// GPT2Model: the GPT-2 family on the CausalLM seam (causal_lm.h): LayerNorm, fused qkv, multi-head attention,
+// GELU MLP, learned positions, tied head.
 #pragma once
 
 #include <memory>
-#include <vector>
-#include <xtensor/xtensor.hpp>
 
+#include "causal_lm.h"
 #include "config.h"
-#include "kv_cache.h"
 #include "weights.h"
 
 namespace kvcache {
 
-// Activations of one forward pass. Buffers only grow (reserve), so steady-state decode allocates nothing.
-struct Workspace {
-  xt::xtensor<float, 2> x;        // (N, C)  residual stream
-  xt::xtensor<float, 2> ln;       // (N, C)  layernorm output
-  xt::xtensor<float, 2> qkv;      // (N, 3C)
-  xt::xtensor<float, 2> att;      // (N, C)  attention output, heads side by side
-  xt::xtensor<float, 2> fc;       // (N, 4C) MLP hidden
-  xt::xtensor<float, 2> last;     // (rows, C) final layernorm of the rows whose logits are wanted
-  xt::xtensor<float, 2> logits;   // (rows, V)
-  xt::xtensor<float, 2> scratch;  // (threads, attention_scratch_floats) attention scores and packed K, V
-  xt::xtensor<float, 1> matmul_scratch;  // a prefill's packed rows (+ 16/8-bit weights widened to panels)
-  std::vector<int> positions;     // (N)
-
-  // n_tokens activations rows, n_logits logits rows, attention over up to max_seq_len positions.
-  void reserve(const GPT2Weights& weights, int n_tokens, int n_logits, int max_seq_len);
-};
-
-class GPT2Model {
+class GPT2Model final : public CausalLM {
  public:
   explicit GPT2Model(std::unique_ptr<GPT2Weights> weights);
 
@@ -36,22 +18,19 @@ class GPT2Model {
   GPT2Weights& weights() { return *weights_; }
   const GPT2Weights& weights() const { return *weights_; }
 
-  KVCache new_cache(int batch_size, int max_seq_len, KVType type = KVType::F32) const;
+  int n_vocab() const override { return config_.n_vocab; }
+  int n_ctx() const override { return config_.n_ctx; }
+  CacheShape cache_shape() const override {
+    return {config_.n_layer, config_.n_head, config_.head_dim(), config_.n_ctx};
+  }
+  void reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_len) const override;
+  std::size_t weights_nbytes() const override { return weights_->compute_nbytes(); }
 
-  // tokens (n_rows, T), row-major; input row r continues cache row cache_rows[r] at its current length, and the
-  // cache lengths advance by T. Logits land in ws.logits: (n_rows * T, V) with all_logits, else (n_rows, V) for
-  // each row's last token only. Everything is validated before the cache is touched; throws
-  // std::invalid_argument on a foreign cache, token ids outside the vocabulary or a cache overflow.
-  void forward(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,
-               bool all_logits) const;
-
-  // Throws unless this model made the cache (new_cache); checked before anything else about a cache, as no
-  // other fix makes a foreign cache work.
-  void check_owns(const KVCache& cache) const;
+ protected:
+  void compute(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,
+               bool all_logits) const override;
 
  private:
-  void validate(const int* tokens, int n_rows, int T, const int* cache_rows, const KVCache& cache) const;
-
   std::unique_ptr<GPT2Weights> weights_;
   GPT2Config config_;
 };

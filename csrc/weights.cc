@@ -6,8 +6,6 @@
 
 #include "errors.h"
 #include "huge_pages.h"
-#include "kernels/panel_gemm.h"
-#include "quantize.h"
 #include "safetensors.h"
 #include "threading.h"
 
@@ -212,19 +210,9 @@ std::unique_ptr<GPT2Weights> GPT2Weights::random(const GPT2Config& config, uint6
 }
 
 void GPT2Weights::build_matrices(WeightType type) {
-  apply_num_threads();  // its packing loops run on the core's threads, as a forward does
   const long C = config_.n_embd, V = config_.n_vocab;
-  // Every matrix the kernels read: where it goes, its float32 source, its shape as stored in the source, and
-  // whether the source is Conv1D (in, out) or output-major (out, in) (the lm_head). float32 matrices are packed
-  // into panels (kernels/panel_gemm.h), 16/8-bit ones stored output-major.
-  struct Job {
-    Matrix* matrix;
-    const float* source;
-    long rows, cols;
-    bool transpose;  // Conv1D (in, out)
-  };
-  auto in_file = [&](const float* p) { return file_ != nullptr && file_->maps(p); };
-  std::vector<Job> jobs;
+  // Every matrix the kernels read: Conv1D sources (in, out), and the lm_head, output-major (out, in).
+  std::vector<MatrixJob> jobs;
   for (LayerWeights& l : h) {
     jobs.push_back({&l.c_attn, l.c_attn_w, C, 3 * C, true});
     jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true});
@@ -232,72 +220,11 @@ void GPT2Weights::build_matrices(WeightType type) {
     jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true});
   }
   jobs.push_back({&lm_head_matrix, lm_head, V, C, false});
-
-  std::size_t f32_elements = 0, elements = 0, channels = 0;
-  for (const Job& j : jobs) {
-    f32_elements += j.transpose ? kernels::packed_size(j.rows, j.cols) : kernels::packed_size(j.cols, j.rows);
-    elements += j.rows * j.cols;
-    channels += j.transpose ? j.cols : j.rows;
-  }
-  if (type == WeightType::F32) {
-    f32_ = xt::xtensor<float, 1>::from_shape({f32_elements});
-    advise_huge_pages(f32_.data(), f32_.size() * sizeof(float));
-  }
-  if (type == WeightType::BF16) {
-    bf16_ = xt::xtensor<uint16_t, 1>::from_shape({elements});
-    advise_huge_pages(bf16_.data(), bf16_.size() * sizeof(uint16_t));
-  }
-  if (type == WeightType::I8) {
-    int8_ = xt::xtensor<int8_t, 1>::from_shape({elements});
-    advise_huge_pages(int8_.data(), int8_.size());
-    scales_ = xt::xtensor<float, 1>::from_shape({channels});
-  }
-
-  std::vector<float> staging;  // an output-major float32 copy, before a reduced-precision one is made from it
-  std::size_t at = 0, at_f32 = 0, at_scale = 0;
-  auto next_f32 = [&](long n) {  // the next n floats of the owned float32 copies
-    float* dst = f32_.data() + at_f32;
-    at_f32 += n;
-    return dst;
-  };
-  for (const Job& j : jobs) {
-    const long n = j.rows * j.cols, out_rows = j.transpose ? j.cols : j.rows, in_cols = j.transpose ? j.rows : j.cols;
-    const float* output_major = j.source;
-    if (type == WeightType::F32) {
-      float* dst = next_f32(kernels::packed_size(in_cols, out_rows));
-      if (j.transpose) {
-        kernels::pack_panels(dst, j.source, in_cols, out_rows);
-      } else {
-        kernels::pack_panels_from_output_major(dst, j.source, in_cols, out_rows);
-      }
-      *j.matrix = {type, dst, nullptr, Layout::Panels};
-    } else if (j.transpose) {
-      staging.resize(n);
-      float* dst = staging.data();
-#pragma omp parallel for schedule(static)
-      for (long o = 0; o < out_rows; ++o) {
-        for (long i = 0; i < in_cols; ++i) dst[o * in_cols + i] = j.source[i * out_rows + o];
-      }
-      output_major = dst;
-    }
-    switch (type) {
-      case WeightType::F32:
-        break;  // packed above
-      case WeightType::BF16:
-        quantize_bf16(bf16_.data() + at, output_major, n);
-        *j.matrix = {type, bf16_.data() + at, nullptr};
-        break;
-      case WeightType::I8:
-        quantize_int8(int8_.data() + at, scales_.data() + at_scale, output_major, out_rows, in_cols);
-        *j.matrix = {type, int8_.data() + at, scales_.data() + at_scale};
-        at_scale += out_rows;
-        break;
-    }
-    at += n;
-    // The kernels read the copy from now on; the file's pages of the source would only count twice in the RSS.
-    // A tied head's are released too: the embedding reads one row per token, which faults its page back in.
-    if (in_file(j.source)) release_mapped_pages(j.source, n * sizeof(float));
-  }
+  // The kernels read the copy from now on; the file's pages of the source would only count twice in the RSS.
+  // A tied head's are released too: the embedding reads one row per token, which faults its page back in.
+  matrices_.build(jobs, type, [&](const float* source, std::size_t bytes) {
+    if (file_ != nullptr && file_->maps(source)) release_mapped_pages(source, bytes);
+  });
   weight_type_ = type;
 }
 

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "kernels/matrix.h"
+#include "matrix_store.h"
 
 namespace kvcache {
 
@@ -87,10 +88,7 @@ class GPT2Weights {
   std::shared_ptr<SafeTensorsFile> file_;  // keeps the map alive for in-place float32 tensors
   xt::xtensor<float, 1> arena_;           // converted or randomly initialised parameters
   WeightType weight_type_ = WeightType::F32;
-  xt::xtensor<float, 1> f32_;             // float32 weights: every matrix in panels
-  xt::xtensor<uint16_t, 1> bf16_;         // bf16 copies of the matrices
-  xt::xtensor<int8_t, 1> int8_;           // int8 copies of the matrices
-  xt::xtensor<float, 1> scales_;          // their per-channel scales
+  MatrixStore matrices_;                  // the copies the kernels read
 };
 
 }  // namespace kvcache

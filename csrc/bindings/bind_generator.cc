@@ -30,7 +30,7 @@ void register_generator(py::module_& m) {
   const py::call_guard<GilRelease> released;
   py::class_<Generator> cls(m, "Generator", py::is_final(),
                             "Step-by-step decoding: prefill, then one token per row per step.");
-  cls.def(py::init([](const GPT2Model& model, std::vector<std::vector<int>> prompts, int max_new_tokens,
+  cls.def(py::init([](const CausalLM& model, std::vector<std::vector<int>> prompts, int max_new_tokens,
                        bool do_sample, float temperature, int top_k, float top_p, uint64_t seed, int eos_token_id,
                        bool use_cache, const std::string& cache_dtype) {
              auto options = make_options(max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id,

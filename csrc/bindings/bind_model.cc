@@ -5,6 +5,7 @@
 #include <memory>
 #include <numeric>
 
+#include "../llama_model.h"
 #include "../model.h"
 #include "bindings.h"
 #include "gil_release.h"
@@ -16,16 +17,16 @@ namespace kvcache::bindings {
 
 namespace {
 
-py::array_t<float> forward(const GPT2Model& model, const py::array& tokens, KVCache* cache) {
+py::array_t<float> forward(const CausalLM& model, const py::array& tokens, KVCache* cache) {
   int rows = 0, T = 0;
   // before the dtype: NumPy makes [] and [[]] float64 arrays, which are empty rather than of the wrong type
   if (tokens.size() == 0) throw py::value_error("forward needs at least one token; got an empty array");
   std::vector<int> ids = token_matrix(tokens, rows, T);
   std::unique_ptr<KVCache> scratch;
   if (cache == nullptr) {  // no cache given: a throwaway one just big enough for this call
-    if (T > model.config().n_ctx) {
+    if (T > model.n_ctx()) {
       throw py::value_error("sequence of " + std::to_string(T) + " tokens is longer than n_ctx=" +
-                            std::to_string(model.config().n_ctx));
+                            std::to_string(model.n_ctx()));
     }
     scratch = std::make_unique<KVCache>(model.new_cache(rows, T));
     cache = scratch.get();
@@ -43,7 +44,7 @@ py::array_t<float> forward(const GPT2Model& model, const py::array& tokens, KVCa
     GilRelease release;
     model.forward(ids.data(), rows, T, cache_rows.data(), *cache, ws, /*all_logits=*/true);
   }
-  const py::ssize_t V = model.config().n_vocab;
+  const py::ssize_t V = model.n_vocab();
   py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(T), V});
   std::copy(ws.logits.data(), ws.logits.data() + out.size(), out.mutable_data());
   return out;
@@ -62,10 +63,59 @@ py::dict state_dict(py::object self) {
   return out;
 }
 
+// A dict of name -> float32 C-contiguous arrays, as views the load reads while the dict keeps them alive.
+TensorMap tensor_map(const py::dict& tensors) {
+  TensorMap out;
+  for (const auto& [key, value] : tensors) {
+    const std::string name = py::cast<std::string>(key);
+    if (!py::isinstance<py::array_t<float>>(value)) {
+      throw py::type_error("tensor '" + name + "' must be a float32 NumPy array, got " +
+                           py::str(py::type::of(value)).cast<std::string>());
+    }
+    const auto array = py::reinterpret_borrow<py::array>(value);
+    if (array.dtype().kind() != 'f' || array.itemsize() != 4 || !(array.flags() & py::array::c_style)) {
+      throw py::type_error("tensor '" + name + "' must be a C-contiguous float32 array");
+    }
+    out[name] = HostTensor{static_cast<const float*>(array.data()),
+                           std::vector<int64_t>(array.shape(), array.shape() + array.ndim())};
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_model(py::module_& m) {
-  auto cls = py::class_<GPT2Model, std::shared_ptr<GPT2Model>>(m, "Model", "GPT-2 forward pass over a KV cache")
+  auto base = py::class_<CausalLM, std::shared_ptr<CausalLM>>(m, "CausalLM", "a model family's forward over a KV cache")
+      .def_property_readonly("n_vocab", &CausalLM::n_vocab)
+      .def_property_readonly("n_ctx", &CausalLM::n_ctx)
+      .def_property_readonly("weights_nbytes", &CausalLM::weights_nbytes,
+                             "bytes a decode step reads: the matrices in their storage type, norms and biases float32")
+      .def("new_cache",
+           [](const CausalLM& m, int batch_size, int max_seq_len, const std::string& dtype) {
+             return m.new_cache(batch_size, max_seq_len, kv_type(dtype));
+           },
+           py::arg("batch_size"), py::arg("max_seq_len"), py::arg("dtype") = "float32", py::keep_alive<0, 1>())
+      .def("forward", &forward, py::arg("tokens"), py::arg("cache") = nullptr);
+  refuse_direct_creation(base, "CausalLM", "load a model");
+
+  auto llama = py::class_<LlamaModel, CausalLM, std::shared_ptr<LlamaModel>>(m, "LlamaModel",
+                                                                            "LLaMA forward pass over a KV cache")
+      .def_static("from_tensors",
+                  [](const LlamaConfig& config, const py::dict& tensors, const std::string& weights_dtype) {
+                    const WeightType type = weight_type(weights_dtype);
+                    const TensorMap map = tensor_map(tensors);  // views into arrays the dict keeps alive
+                    GilRelease release;
+                    return std::make_shared<LlamaModel>(LlamaWeights::from_tensors(config, map, type));
+                  },
+                  py::arg("config"), py::arg("tensors"), py::arg("weights_dtype") = "float32",
+                  "Build from float32 arrays named as transformers' LlamaForCausalLM state_dict.")
+      .def_static("expected_tensors", &LlamaWeights::expected_tensors, py::arg("config"))
+      .def_property_readonly("config", &LlamaModel::config)
+      .def_property_readonly("weights_dtype",
+                             [](const LlamaModel& m) { return weight_type_name(m.weights().weight_type()); });
+  refuse_direct_creation(llama, "LlamaModel", "load one with kvcache.Llama.from_pretrained()");
+
+  auto cls = py::class_<GPT2Model, CausalLM, std::shared_ptr<GPT2Model>>(m, "Model", "GPT-2 forward pass over a KV cache")
       .def_static("load",
                   [](const std::string& path, const GPT2Config& config, const std::string& weights_dtype) {
                     const WeightType type = weight_type(weights_dtype);
@@ -84,17 +134,9 @@ void register_model(py::module_& m) {
       .def_property_readonly("config", &GPT2Model::config)
       .def_property_readonly("tied", [](const GPT2Model& m) { return m.weights().tied(); })
       .def_property_readonly("weights_dtype", [](const GPT2Model& m) { return weight_type_name(m.weights().weight_type()); })
-      .def_property_readonly("weights_nbytes", [](const GPT2Model& m) { return m.weights().compute_nbytes(); },
-                             "bytes a forward pass reads: the matrices in their storage type, the rest float32")
       .def_property_readonly("parameters_nbytes", [](const GPT2Model& m) { return m.weights().nbytes(); },
                              "bytes of all parameters as float32")
-      .def("state_dict", &state_dict)
-      .def("new_cache",
-           [](const GPT2Model& m, int batch_size, int max_seq_len, const std::string& dtype) {
-             return m.new_cache(batch_size, max_seq_len, kv_type(dtype));
-           },
-           py::arg("batch_size"), py::arg("max_seq_len"), py::arg("dtype") = "float32", py::keep_alive<0, 1>())
-      .def("forward", &forward, py::arg("tokens"), py::arg("cache") = nullptr);
+      .def("state_dict", &state_dict);
   refuse_direct_creation(cls, "Model", "load one with Model.load() or Model.random()");
 }
 

@@ -33,10 +33,12 @@ inline void refuse_bare_new(pybind11::handle cls, const std::string& name, const
 
 void register_errors(pybind11::module_& m);
 void register_config(pybind11::module_& m);
+void register_llama_config(pybind11::module_& m);
 void register_cache(pybind11::module_& m);
 void register_model(pybind11::module_& m);
 void register_generator(pybind11::module_& m);
 void register_sampler(pybind11::module_& m);
 void register_kernels(pybind11::module_& m);
+void register_safetensors(pybind11::module_& m);
 
 }  // namespace kvcache::bindings

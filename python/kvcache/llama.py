@@ -1,0 +1,69 @@
+"""Llama: the LLaMA family (SmolLM2, Llama 2/3, TinyLlama, ...) on the engine: loading Hugging Face directories and
+GGUF files, and chat through the model's own template. Generation, streaming and forward over a KV cache are
+CausalLM's (causal_lm.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Union
+
+from . import _core
+from ._core import LlamaConfig
+from .arguments import check_dtype
+from .causal_lm import CausalLM
+from .chat_template import render_chat
+from .llama_loading import is_gguf, load_gguf, load_hf_dir
+
+
+class Llama(CausalLM):
+    """A LLaMA-family model on the C++ engine. Make one with from_pretrained() (or kvcache.load())."""
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike], weights_dtype: str = "float32") -> "Llama":
+        """Load a Hugging Face LlamaForCausalLM directory (config.json, model.safetensors or shards, tokenizer.json)
+        or a GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors, dequantized to float32 at load).
+
+        weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" or "int8"."""
+        weights_dtype = check_dtype("weights_dtype", weights_dtype)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            loaded = load_hf_dir(path)
+        elif is_gguf(path):
+            loaded = load_gguf(path)
+        elif os.path.exists(path):
+            raise ValueError(f"{path!r} is neither a checkpoint directory nor a GGUF file (no GGUF magic)")
+        else:
+            raise FileNotFoundError(f"no checkpoint directory or GGUF file at {path!r}")
+        config = loaded.config
+        tokenizer = loaded.tokenizer
+        if tokenizer is not None and tokenizer.vocab_size < config.n_vocab:
+            raise ValueError(f"the tokenizer of {path} has {tokenizer.vocab_size} tokens, fewer than the model's "
+                             f"vocab_size={config.n_vocab}")
+        core = _core.LlamaModel.from_tensors(config, loaded.tensors, weights_dtype)
+        return cls(core, tokenizer, loaded.eos_token_id)
+
+    @property
+    def config(self) -> LlamaConfig:
+        return self._core.config
+
+    def chat(self, messages: List[dict], max_new_tokens: int = 256, **kwargs) -> str:
+        """The assistant's reply to a conversation ([{"role": "user", "content": "..."}, ...]), rendered through
+        the model's chat template with the generation prompt; generation keywords as generate_ids(). Returns the
+        reply text only, without special tokens."""
+        ids = self.chat_ids(messages)
+        out = self.generate_ids(ids, max_new_tokens, **kwargs)
+        return self.tokenizer.decode(out[len(ids):], skip_special_tokens=True)
+
+    def chat_ids(self, messages: List[dict]) -> List[int]:
+        """The conversation's prompt ids, as transformers' apply_chat_template(add_generation_prompt=True) gives."""
+        tok = self._need_tokenizer()
+        if not tok.chat_template:
+            raise ValueError("this model's tokenizer has no chat template; use generate() with plain text")
+        text = render_chat(tok.chat_template, messages, add_generation_prompt=True, bos_token=tok.bos_token or "",
+                           eos_token=tok.eos_token or "")
+        return tok.encode(text)
+
+    def __repr__(self) -> str:
+        return f"Llama({self.config!r})"

