@@ -9,13 +9,22 @@ import json
 import os
 import sys
 
+import numpy as np
+
 import kvcache
-from kvcache import GPT2, GPT2Config
+from kvcache import GPT2, GPT2Config, LlamaConfig
 
 count = ctypes.CDLL(os.environ["KVCACHE_ALLOC_SHIM"]).kvcache_test_alloc_count
 count.restype = ctypes.c_long
 
-model = GPT2.from_config(GPT2Config(n_vocab=512, n_ctx=128, n_embd=64, n_head=4, n_layer=2), seed=0)
+gpt2 = GPT2.from_config(GPT2Config(n_vocab=512, n_ctx=128, n_embd=64, n_head=4, n_layer=2), seed=0)
+# a LLaMA of 6 query heads over 2 key/value heads, random tensors of the names and shapes the core expects
+llama_config = LlamaConfig(n_vocab=512, n_ctx=128, n_embd=48, n_head=6, n_kv_head=2, n_layer=2, n_ff=64,
+                           tie_word_embeddings=True)
+rng = np.random.default_rng(0)
+llama = kvcache._core.LlamaModel.from_tensors(llama_config, {
+    name: rng.normal(0, 0.2, size=shape).astype(np.float32)
+    for name, shape in kvcache._core.LlamaModel.expected_tensors(llama_config)})
 CASES = {
     "greedy batch 1": dict(prompts=[[1, 2, 3]]),
     "sampling top-k top-p ragged batch 3": dict(prompts=[[1], [4, 5, 6, 7], [8, 9]], do_sample=True, temperature=0.9,
@@ -23,13 +32,17 @@ CASES = {
     "sampling top-p, equal-length batch 4": dict(prompts=[[1, 2]] * 4, do_sample=True, top_p=0.8, seed=2),
     "greedy batch 8 (the largest streaming-kernel batch)": dict(prompts=[[i + 1] for i in range(8)]),
     "sampling batch 2 over a float16 cache": dict(prompts=[[1, 2], [3]], do_sample=True, seed=3, cache_dtype="float16"),
+    "llama gqa greedy batch 1": dict(model=llama, prompts=[[1, 2, 3]]),
+    "llama gqa sampling ragged batch 3 over a bfloat16 cache": dict(model=llama, prompts=[[1], [4, 5, 6, 7], [8, 9]],
+                                                                   do_sample=True, top_p=0.9, seed=4,
+                                                                   cache_dtype="bfloat16"),
 }
 
 
-def allocations(max_new_tokens, prompts, **options):
+def allocations(max_new_tokens, prompts, model=gpt2._core, **options):
     """(allocations while constructing the generator, allocations while running it to the end)"""
     start = count()
-    generator = kvcache._core.Generator(model._core, prompts, max_new_tokens=max_new_tokens, eos_token_id=-1,
+    generator = kvcache._core.Generator(model, prompts, max_new_tokens=max_new_tokens, eos_token_id=-1,
                                         **options)
     constructed = count()
     generator.run()
