@@ -105,6 +105,11 @@ void rope_forward(float* qkv, const float* table, int N, const AttentionShape& s
   }
 }
 
+long attention_partials_floats(int n_queries, int NH, int HS, int max_seq_len) {
+  const long chunks = (max_seq_len + kAttentionChunk - 1) / kAttentionChunk;
+  return max_seq_len > kAttentionChunk ? static_cast<long>(n_queries) * NH * chunks * (2 + HS) : 0;
+}
+
 long attention_scratch_floats(int T, int max_seq_len, int HS) {
   return T >= kBlockAttentionMin ? kernels::attend_block_scratch(T, max_seq_len, HS) : max_seq_len;
 }
@@ -134,10 +139,13 @@ void write_new_positions(KVCache& cache, const float* qkv, int layer, int r, int
 constexpr std::size_t kPrefetchBytes = 16 * 1024;
 
 template <class E>
-void prefetch_head(KVCache& cache, int layer, int row, int g, int HS) {
-  const std::size_t bytes = std::min(static_cast<std::size_t>(cache.seq_len(row)) * HS * sizeof(E), kPrefetchBytes);
-  const char* keys = reinterpret_cast<const char*>(cache.keys<E>(layer, row, g));
-  const char* values = reinterpret_cast<const char*>(cache.values<E>(layer, row, g));
+void prefetch_head(KVCache& cache, int layer, int row, int g, int HS, int start) {
+  const int positions = std::min(cache.seq_len(row) - start, kAttentionChunk);
+  if (positions <= 0) return;
+  const std::size_t bytes = std::min(static_cast<std::size_t>(positions) * HS * sizeof(E), kPrefetchBytes);
+  const char* keys = reinterpret_cast<const char*>(cache.keys<E>(layer, row, g) + static_cast<std::size_t>(start) * HS);
+  const char* values =
+      reinterpret_cast<const char*>(cache.values<E>(layer, row, g) + static_cast<std::size_t>(start) * HS);
   for (std::size_t offset = 0; offset < bytes; offset += 64) {
     __builtin_prefetch(keys + offset, 0, 2);
     __builtin_prefetch(values + offset, 0, 2);
@@ -147,7 +155,7 @@ void prefetch_head(KVCache& cache, int layer, int row, int g, int HS) {
 // attention_forward for the cache's element type E (float, Half or uint16_t = bfloat16).
 template <class E>
 void attention_typed(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows, int T,
-                     const AttentionShape& s, float* scratch) {
+                     const AttentionShape& s, float* scratch, float* partials) {
   const int NH = s.NH, NKV = s.NKV, HS = s.HS, W = s.qkv_width(), D = NH * HS, group = NH / NKV;
   const size_t max_len = static_cast<size_t>(cache.max_seq_len());
   const float scale = 1.0f / std::sqrt(static_cast<float>(HS));
@@ -168,42 +176,76 @@ void attention_typed(float* out, const float* qkv, KVCache& cache, int layer, co
     }
     return;
   }
-  // decode (and short prompts): each (row, key/value head) writes its new positions, then each query head of its
-  // group, and each of their queries, attends over the cache up to its own position (causal mask by length): a
-  // stored head is read from memory once per step however many query heads share it. Threads take contiguous
-  // runs of (row, kv head) items (kernels::parallel_stream), so the item after the current one is usually the
-  // same thread's next: its keys and values are prefetched while this one computes.
+  // decode (and short prompts): the new positions are written first, then each (row, key/value head, chunk of
+  // kAttentionChunk positions) is a work item: each query head of the group, and each of its queries, attends over
+  // the chunk's positions up to its own (causal mask by length), so a stored chunk is read from memory once per step
+  // however many query heads share it. A query within one chunk gets its output directly; a longer one a partial
+  // per chunk, merged after. Threads take contiguous runs of items (kernels::parallel_stream), so the item after
+  // the current one is usually the same thread's next: its keys and values are prefetched while this one computes.
+  for (int r = 0; r < n_rows; ++r) {
+    for (int g = 0; g < NKV; ++g) write_new_positions<E>(cache, qkv, layer, r, cache_rows[r], g, T, s);
+  }
+  int longest = 0;
+  for (int r = 0; r < n_rows; ++r) longest = std::max(longest, cache.seq_len(cache_rows[r]) + T);
+  const int max_chunks = (cache.max_seq_len() + kAttentionChunk - 1) / kAttentionChunk;
+  const int chunks = (longest + kAttentionChunk - 1) / kAttentionChunk;  // of the longest row; shorter rows skip
+  const size_t partial_floats = static_cast<size_t>(2 + HS);
+  auto partial = [&](int n, int h, int c) {
+    return partials + ((static_cast<size_t>(n) * NH + h) * max_chunks + c) * partial_floats;
+  };
   auto attend_items = [&](int begin, int end) {
     for (int i = begin; i < end; ++i) {
-      const int r = i / NKV, g = i % NKV, row = cache_rows[r];
-      if (i + 1 < n_rows * NKV) prefetch_head<E>(cache, layer, cache_rows[(i + 1) / NKV], (i + 1) % NKV, HS);
-      write_new_positions<E>(cache, qkv, layer, r, row, g, T, s);
-      E* keys = cache.keys<E>(layer, row, g);
-      E* values = cache.values<E>(layer, row, g);
+      const int r = i / (NKV * chunks), g = (i / chunks) % NKV, c = i % chunks, row = cache_rows[r];
+      const int start = c * kAttentionChunk;
+      if (start >= cache.seq_len(row) + T) continue;  // beyond this row's positions
+      if (i + 1 < end) {
+        const int r1 = (i + 1) / (NKV * chunks), g1 = ((i + 1) / chunks) % NKV, c1 = (i + 1) % chunks;
+        prefetch_head<E>(cache, layer, cache_rows[r1], g1, HS, c1 * kAttentionChunk);
+      }
+      const E* keys = cache.keys<E>(layer, row, g) + static_cast<size_t>(start) * HS;
+      const E* values = cache.values<E>(layer, row, g) + static_cast<size_t>(start) * HS;
       float* scores = scratch + static_cast<size_t>(omp_get_thread_num()) * max_len;
       for (int h = g * group; h < (g + 1) * group; ++h) {
         for (int t = 0; t < T; ++t) {
-          const float* q = qkv + static_cast<size_t>(r * T + t) * W + h * HS;
-          float* o = out + static_cast<size_t>(r * T + t) * D + h * HS;
-          kernels::attend(o, q, keys, values, cache.seq_len(row) + t + 1, HS, scale, scores);
+          const int len = cache.seq_len(row) + t + 1;  // this query's positions
+          if (start >= len) continue;
+          const int n = r * T + t;
+          const float* q = qkv + static_cast<size_t>(n) * W + h * HS;
+          if (len <= kAttentionChunk) {
+            kernels::attend(out + static_cast<size_t>(n) * D + h * HS, q, keys, values, len, HS, scale, scores);
+          } else {
+            float* p = partial(n, h, c);
+            kernels::attend_partial(p + 2, p, p + 1, q, keys, values, std::min(kAttentionChunk, len - start), HS,
+                                    scale, scores);
+          }
         }
       }
     }
   };
-  kernels::parallel_stream(n_rows * NKV, 1, attend_items);
+  kernels::parallel_stream(n_rows * NKV * chunks, 1, attend_items);
+  for (int r = 0; r < n_rows; ++r) {  // merge the chunks of the queries that were split
+    for (int t = 0; t < T; ++t) {
+      const int len = cache.seq_len(cache_rows[r]) + t + 1, n = r * T + t;
+      if (len <= kAttentionChunk) continue;
+      const int n_chunks = (len + kAttentionChunk - 1) / kAttentionChunk;
+      for (int h = 0; h < NH; ++h) {
+        kernels::merge_partials(out + static_cast<size_t>(n) * D + h * HS, partial(n, h, 0), n_chunks, HS);
+      }
+    }
+  }
 }
 
 }  // namespace
 
 void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows,
-                       int T, const AttentionShape& heads, float* scratch) {
+                       int T, const AttentionShape& heads, float* scratch, float* partials) {
   switch (cache.type()) {
     case KVType::F32:
-      return attention_typed<float>(out, qkv, cache, layer, cache_rows, n_rows, T, heads, scratch);
+      return attention_typed<float>(out, qkv, cache, layer, cache_rows, n_rows, T, heads, scratch, partials);
     case KVType::F16:
-      return attention_typed<Half>(out, qkv, cache, layer, cache_rows, n_rows, T, heads, scratch);
+      return attention_typed<Half>(out, qkv, cache, layer, cache_rows, n_rows, T, heads, scratch, partials);
     case KVType::BF16:
-      return attention_typed<uint16_t>(out, qkv, cache, layer, cache_rows, n_rows, T, heads, scratch);
+      return attention_typed<uint16_t>(out, qkv, cache, layer, cache_rows, n_rows, T, heads, scratch, partials);
   }
 }
 

@@ -44,15 +44,24 @@ void gelu_forward(float* x, long n);
 
 // From this many new tokens per row on, attention runs as matrix products (prefill); below, query by query.
 constexpr int kBlockAttentionMin = 16;
+// Below the prefill path, a query over more positions than this is split into chunks of this many, each a work
+// item of its own, and the chunks merged (kernels::merge_partials): a model with few key/value heads (SmolLM2: 3)
+// otherwise gives two threads 3 items per row, one thread twice the other's share of a long cache. The split
+// depends on the query's length only, so a row's result is the same alone or batched, on any thread count.
+constexpr int kAttentionChunk = 256;
+
+// Floats of split-attention partials for up to n_queries queries of NH heads over max_seq_len positions.
+long attention_partials_floats(int n_queries, int NH, int HS, int max_seq_len);
 
 // Causal self-attention over the cache for n_rows batch rows of T new tokens each.
 // qkv (n_rows * T, (NH + 2 NKV) HS): q, k, v of the new tokens; their k, v are written into the cache of `layer` at
 // each row's current length (cache_rows[r] is the cache row of input row r), then every new query attends over all
 // positions up to and including its own. out (n_rows * T, NH HS).
-// scratch: (threads, attention_scratch_floats(T, cache.max_seq_len(), HS)) floats.
+// scratch: (threads, attention_scratch_floats(T, cache.max_seq_len(), HS)) floats; partials:
+// attention_partials_floats(n_rows * T, NH, HS, cache.max_seq_len()) floats when T < kBlockAttentionMin.
 // The cache lengths are not advanced here: the model does that once after the last layer.
 void attention_forward(float* out, const float* qkv, KVCache& cache, int layer, const int* cache_rows, int n_rows,
-                       int T, const AttentionShape& heads, float* scratch);
+                       int T, const AttentionShape& heads, float* scratch, float* partials);
 
 // Per thread: a block's scores and packed keys and values (kernels/attention.h), or one row of scores.
 long attention_scratch_floats(int T, int max_seq_len, int HS);

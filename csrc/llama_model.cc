@@ -38,6 +38,9 @@ void LlamaModel::reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_
                                 kernels::matmul_scratch_size(l0.down, n_tokens, F),
                                 kernels::matmul_scratch_size(w.lm_head, n_logits, C)});
   grow(ws.matmul_scratch, static_cast<size_t>(widest));
+  // split attention runs only below the prefill path: fewer than kBlockAttentionMin tokens per row
+  const int queries = std::min(n_tokens, (kBlockAttentionMin - 1) * n_logits);
+  grow(ws.attn_partials, static_cast<size_t>(attention_partials_floats(queries, c.n_head, c.head_dim, max_seq_len)));
   if (ws.positions.size() < static_cast<size_t>(n_tokens)) ws.positions.resize(n_tokens);
 }
 
@@ -62,7 +65,8 @@ void LlamaModel::compute(const int* tokens, int n_rows, int T, const int* cache_
     rmsnorm_forward(ws.ln.data(), x, lw.attn_norm, N, C, c.eps);
     linear(ws.qkv.data(), ws.ln.data(), lw.qkv, lw.qkv_b, C, W, false);
     rope_forward(ws.qkv.data(), ws.rope.data(), N, heads_);
-    attention_forward(ws.att.data(), ws.qkv.data(), cache, l, cache_rows, n_rows, T, heads_, ws.scratch.data());
+    attention_forward(ws.att.data(), ws.qkv.data(), cache, l, cache_rows, n_rows, T, heads_, ws.scratch.data(),
+                      ws.attn_partials.data());
     linear(x, ws.att.data(), lw.o_proj, lw.o_b, D, C, true);
     // x = x + down(silu(gate(h)) * up(h)), h = rmsnorm(x)
     rmsnorm_forward(ws.ln.data(), x, lw.mlp_norm, N, C, c.eps);

@@ -32,6 +32,10 @@ void GPT2Model::reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_l
   grow(ws.matmul_scratch,
        static_cast<size_t>(std::max(kernels::matmul_scratch_size(weights.h[0].mlp_proj, n_tokens, 4 * C),
                                     kernels::matmul_scratch_size(weights.lm_head_matrix, n_logits, C))));
+  // split attention runs only below the prefill path: fewer than kBlockAttentionMin tokens per row
+  const int queries = std::min(n_tokens, (kBlockAttentionMin - 1) * n_logits);
+  grow(ws.attn_partials,
+       static_cast<size_t>(attention_partials_floats(queries, config.n_head, config.head_dim(), max_seq_len)));
   if (ws.positions.size() < static_cast<size_t>(n_tokens)) ws.positions.resize(n_tokens);
 }
 
@@ -58,7 +62,8 @@ void GPT2Model::compute(const int* tokens, int n_rows, int T, const int* cache_r
     // x = x + attn(ln_1(x))
     layernorm_forward(ws.ln.data(), x, lw.ln_1_w, lw.ln_1_b, N, C, cfg.eps);
     linear(ws.qkv.data(), ws.ln.data(), lw.c_attn, lw.c_attn_b, C, 3 * C, false);
-    attention_forward(ws.att.data(), ws.qkv.data(), cache, l, cache_rows, n_rows, T, heads, ws.scratch.data());
+    attention_forward(ws.att.data(), ws.qkv.data(), cache, l, cache_rows, n_rows, T, heads, ws.scratch.data(),
+                      ws.attn_partials.data());
     linear(x, ws.att.data(), lw.attn_proj, lw.attn_proj_b, C, C, true);
     // x = x + mlp(ln_2(x))
     layernorm_forward(ws.ln.data(), x, lw.ln_2_w, lw.ln_2_b, N, C, cfg.eps);

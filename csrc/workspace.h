@@ -19,6 +19,7 @@ struct Workspace {
   xt::xtensor<float, 2> last;     // (rows, C) final norm of the rows whose logits are wanted
   xt::xtensor<float, 2> logits;   // (rows, V)
   xt::xtensor<float, 2> scratch;  // (threads, attention_scratch_floats) attention scores and packed K, V
+  xt::xtensor<float, 1> attn_partials;  // a decode step's split attention: (queries, NH, chunks, 2 + HS)
   xt::xtensor<float, 1> matmul_scratch;  // a prefill's packed rows (+ 16/8-bit weights widened to panels)
   std::vector<int> positions;     // (N)
 };

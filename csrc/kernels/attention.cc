@@ -32,7 +32,52 @@ void attend_scalar(float* out, const float* q, const E* keys, const E* values, i
     for (int c = 0; c < HS; ++c) out[c] += scores[j] * widen(values, static_cast<long>(j) * HS + c);
 }
 
+template <class E>
+void attend_partial_scalar(float* out, float* max, float* sum, const float* q, const E* keys, const E* values, int len,
+                           int HS, float scale, float* scores) {
+  float m = -INFINITY;
+  for (int j = 0; j < len; ++j) {
+    float dot = 0.0f;
+    for (int c = 0; c < HS; ++c) dot += q[c] * widen(keys, static_cast<long>(j) * HS + c);
+    scores[j] = dot * scale;
+    m = scores[j] > m ? scores[j] : m;
+  }
+  float s = 0.0f;
+  for (int j = 0; j < len; ++j) s += scores[j] = std::exp(scores[j] - m);
+  for (int c = 0; c < HS; ++c) out[c] = 0.0f;
+  for (int j = 0; j < len; ++j)
+    for (int c = 0; c < HS; ++c) out[c] += scores[j] * widen(values, static_cast<long>(j) * HS + c);
+  *max = m;
+  *sum = s;
+}
+
 }  // namespace
+
+template <class E>
+void attend_partial(float* out, float* max, float* sum, const float* q, const E* keys, const E* values, int len,
+                    int HS, float scale, float* scores, Isa max_isa) {
+  if (HS % 8 != 0) return attend_partial_scalar(out, max, sum, q, keys, values, len, HS, scale, scores);
+  if (usable_isa(max_isa) >= Isa::kAvx2) {
+    return attend_partial_avx2(out, max, sum, q, keys, values, len, HS, scale, scores);
+  }
+  attend_partial_passes(out, max, sum, q, keys, values, len, HS, scale, scores);
+}
+
+void merge_partials(float* out, const float* partials, int n_chunks, int HS) {
+  const int stride = 2 + HS;
+  float m = -INFINITY;
+  for (int c = 0; c < n_chunks; ++c) m = partials[c * stride] > m ? partials[c * stride] : m;
+  float total = 0.0f;
+  for (int i = 0; i < HS; ++i) out[i] = 0.0f;
+  for (int c = 0; c < n_chunks; ++c) {
+    const float* p = partials + c * stride;
+    const float w = std::exp(p[0] - m);  // the chunk's exponentials rescaled to the overall max
+    total += w * p[1];
+    for (int i = 0; i < HS; ++i) out[i] += w * p[2 + i];
+  }
+  const float inv = 1.0f / total;
+  for (int i = 0; i < HS; ++i) out[i] *= inv;
+}
 
 template <class E>
 void attend(float* out, const float* q, const E* keys, const E* values, int len, int HS, float scale, float* scores,
@@ -85,6 +130,12 @@ void attend_block(float* out, int ldo, const float* q, int ldq, const E* keys, c
 template void attend(float*, const float*, const float*, const float*, int, int, float, float*, Isa);
 template void attend(float*, const float*, const Half*, const Half*, int, int, float, float*, Isa);
 template void attend(float*, const float*, const uint16_t*, const uint16_t*, int, int, float, float*, Isa);
+template void attend_partial(float*, float*, float*, const float*, const float*, const float*, int, int, float, float*,
+                             Isa);
+template void attend_partial(float*, float*, float*, const float*, const Half*, const Half*, int, int, float, float*,
+                             Isa);
+template void attend_partial(float*, float*, float*, const float*, const uint16_t*, const uint16_t*, int, int, float,
+                             float*, Isa);
 template void attend_block(float*, int, const float*, int, const float*, const float*, int, int, int, float, float*);
 template void attend_block(float*, int, const float*, int, const Half*, const Half*, int, int, int, float, float*);
 template void attend_block(float*, int, const float*, int, const uint16_t*, const uint16_t*, int, int, int, float,

@@ -16,6 +16,16 @@ namespace kvcache::kernels {
 template <class E>
 void attend(float* out, const float* q, const E* keys, const E* values, int len, int HS, float scale, float* scores,
             Isa max_isa = kBestIsa);
+// A query's positions split into chunks (long contexts: more work items than (row, head) pairs give, so that the
+// threads stay busy when a model has few key/value heads). One chunk of len positions:
+//   out (HS) = sum_j exp(s_j - max) V[j],  s_j = q . K[j] * scale,  max = max_j s_j,  sum = sum_j exp(s_j - max)
+template <class E>
+void attend_partial(float* out, float* max, float* sum, const float* q, const E* keys, const E* values, int len,
+                    int HS, float scale, float* scores, Isa max_isa = kBestIsa);
+// The chunks of one query combined: out (HS) = softmax(q K^T * scale) V. partials: n_chunks x (2 + HS) floats,
+// each [max, sum, out...] as attend_partial left them.
+void merge_partials(float* out, const float* partials, int n_chunks, int HS);
+
 // The float64 reference, on float32 keys and values.
 void attend_naive(float* out, const float* q, const float* keys, const float* values, int len, int HS, float scale,
                   float* scores);

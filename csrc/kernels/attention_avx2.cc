@@ -23,4 +23,17 @@ void attend_avx2(float* out, const float* q, const uint16_t* keys, const uint16_
   attend_passes(out, q, keys, values, len, HS, scale, scores);
 }
 
+void attend_partial_avx2(float* out, float* max, float* sum, const float* q, const float* keys, const float* values,
+                         int len, int HS, float scale, float* scores) {
+  attend_partial_passes(out, max, sum, q, keys, values, len, HS, scale, scores);
+}
+void attend_partial_avx2(float* out, float* max, float* sum, const float* q, const Half* keys, const Half* values,
+                         int len, int HS, float scale, float* scores) {
+  attend_partial_passes(out, max, sum, q, keys, values, len, HS, scale, scores);
+}
+void attend_partial_avx2(float* out, float* max, float* sum, const float* q, const uint16_t* keys,
+                         const uint16_t* values, int len, int HS, float scale, float* scores) {
+  attend_partial_passes(out, max, sum, q, keys, values, len, HS, scale, scores);
+}
+
 }  // namespace kvcache::kernels

@@ -16,4 +16,12 @@ void attend_avx2(float* out, const float* q, const Half* keys, const Half* value
 void attend_avx2(float* out, const float* q, const uint16_t* keys, const uint16_t* values, int len, int HS,
                  float scale, float* scores);
 
+// attend_partial() for HS a multiple of 8, likewise.
+void attend_partial_avx2(float* out, float* max, float* sum, const float* q, const float* keys, const float* values,
+                         int len, int HS, float scale, float* scores);
+void attend_partial_avx2(float* out, float* max, float* sum, const float* q, const Half* keys, const Half* values,
+                         int len, int HS, float scale, float* scores);
+void attend_partial_avx2(float* out, float* max, float* sum, const float* q, const uint16_t* keys,
+                         const uint16_t* values, int len, int HS, float scale, float* scores);
+
 }  // namespace kvcache::kernels

@@ -18,8 +18,9 @@ namespace {  // NOLINT: per translation unit on purpose (see above)
 // Softmax in place over n scores. Vectorised (std::exp in a scalar loop was a third of a decode step's attention
 // at 1000 positions), and every lane computed alike wherever the row starts, so results are reproducible bit for
 // bit whichever thread's scratch holds them.
+// exp(row[j] - max) in place over n scores; returns the max, and the sum of the exponentials in *sum.
 KVCACHE_MULTIVERSION
-void softmax_in_place(float* row, std::size_t n) {
+float exp_in_place(float* row, std::size_t n, float* sum_out) {
   const std::size_t body = n - n % 8;
   const int tail = static_cast<int>(n - body);
   float max_score = -INFINITY;
@@ -36,7 +37,14 @@ void softmax_in_place(float* row, std::size_t n) {
     store_partial(row + body, e, tail);
     for (int l = 0; l < tail; ++l) sum += e[l];
   }
-  sum += hsum(lanes);
+  *sum_out = sum + hsum(lanes);
+  return max_score;
+}
+
+KVCACHE_MULTIVERSION
+void softmax_in_place(float* row, std::size_t n) {
+  float sum;
+  exp_in_place(row, n, &sum);
   const float inv_sum = 1.0f / sum;
   for (std::size_t j = 0; j < n; ++j) row[j] *= inv_sum;
 }
@@ -102,6 +110,16 @@ __attribute__((always_inline)) inline void attend_passes(float* out, const float
                                                          int len, int HS, float scale, float* scores) {
   scores_pass(scores, q, keys, len, HS, scale);
   softmax_in_place(scores, static_cast<std::size_t>(len));
+  values_pass(out, scores, values, len, HS);
+}
+
+// One chunk of a query's positions (split decode, attention.h): out = sum_j exp(s_j - max) values[j], unnormalised.
+template <class E>
+__attribute__((always_inline)) inline void attend_partial_passes(float* out, float* max, float* sum, const float* q,
+                                                                 const E* keys, const E* values, int len, int HS,
+                                                                 float scale, float* scores) {
+  scores_pass(scores, q, keys, len, HS, scale);
+  *max = exp_in_place(scores, static_cast<std::size_t>(len), sum);
   values_pass(out, scores, values, len, HS);
 }
 
