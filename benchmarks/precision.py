@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
@@ -24,9 +25,11 @@ from kvcache import GPT2
 from kvcache._core import Generator
 from kvcache.arguments import positive_int, thread_count, usage_errors
 from kvcache.demo import random_checkpoint
-from kvcache.kv_memory import CACHE_DTYPES
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # kvbench and speed.py, beside this script
+from kvbench.kv_memory import CACHE_DTYPES  # noqa: E402
 # the sibling script: one way to time a decode step
-from speed import alternating_step_times, filler_prompt, in_rounds, step_times, write_json
+from speed import alternating_step_times, filler_prompt, in_rounds, step_times, write_json  # noqa: E402
 
 DTYPES = ("float32", "bfloat16", "int8")
 # The 16-bit cache's decode is timed deep in the context, where its share of the bytes read is largest.

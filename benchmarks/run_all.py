@@ -3,7 +3,7 @@ results/, figures in results/figures/), then the page itself. About 10 minutes o
 
     python benchmarks/run_all.py                 # full sizes, random-init GPT-2 124M
     python benchmarks/run_all.py --small         # tiny sizes, seconds (what CI runs through the notebooks)
-    python benchmarks/run_all.py --model DIR     # a real checkpoint instead; other options: python -m kvcache.bench -h
+    python benchmarks/run_all.py --model DIR     # a real checkpoint instead (other options: benchmarks/bench.py -h)
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ import argparse
 import os
 import sys
 
-from kvcache import bench
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_report  # noqa: E402  (beside this script)
+from kvbench import bench  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=True)
     parser.add_argument("--out", default=os.path.join(make_report.ROOT, "results"))
     parser.add_argument("--docs", default=os.path.join(make_report.ROOT, "docs", "benchmarks.md"))
-    args, rest = parser.parse_known_args()  # the rest goes to `python -m kvcache.bench all`
+    args, rest = parser.parse_known_args()  # the rest goes to `python benchmarks/bench.py all`
     bench.main(["all", "--out", os.path.relpath(args.out), *rest])
     make_report.main(["--results", args.out, "--out", args.docs])
 

@@ -24,10 +24,12 @@ from typing import Optional
 
 import kvcache
 from kvcache import GPT2
-from kvcache._core import Generator, kernels
+from kvcache._core import Generator
 from kvcache.arguments import thread_count, usage_errors
 from kvcache.demo import random_checkpoint
-from kvcache.machine import best_seconds, read_bandwidth_probe
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # kvbench, beside this script
+from kvbench.machine import best_seconds, kernel_probes, read_bandwidth_probe  # noqa: E402
 
 # The lengths this script measures. The longest run must fit the model's context; that is checked before any work.
 PREFILL_TOKENS = 512
@@ -47,7 +49,7 @@ def interleaved(rounds: int, probe, measure) -> tuple[float, float]:
 
 
 def bandwidth_probe(buffer_mib: int = 1024):
-    """A threaded read of a buffer far larger than the caches: bytes/s of one pass (kvcache.machine's probe)."""
+    """A threaded read of a buffer far larger than the caches: bytes/s of one pass (kvbench.machine's probe)."""
     return read_bandwidth_probe(buffer_mib * 2**20)
 
 
@@ -262,7 +264,7 @@ def main(argv=None) -> dict:
     decode_tokens_per_s(model, 1, steps=8)  # warm-up: page the weights in, start the threads
     probe = bandwidth_probe()
     bandwidth, step_s = interleaved(7, probe, lambda: step_times(model, [filler_prompt(model, 8)], 12))
-    fma_probe = lambda: kernels.probe_fma_peak(0.3)
+    fma_probe = lambda: kernel_probes().probe_fma_peak(0.3)
     fma_peak, prefill_s = interleaved(5, fma_probe, lambda: prefill_seconds(model, PREFILL_TOKENS))
     machine = {"read_bandwidth_GBps": bandwidth / 1e9, "fma_peak_GFLOPs": fma_peak / 1e9}
     roofline = bandwidth / weight_bytes

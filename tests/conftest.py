@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -19,6 +20,12 @@ import transformers
 
 import kvcache
 from kvcache import GPT2
+
+# The benchmark scripts and their library (kvbench), which are not part of the installed package: importable by
+# every test as `import speed`, `import precision`, `from kvbench import bench`.
+BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
+if BENCHMARKS not in sys.path:
+    sys.path.insert(0, BENCHMARKS)
 
 transformers.logging.set_verbosity_error()  # random test configs trip harmless "eos outside vocab" log lines
 transformers.logging.disable_progress_bar()

@@ -4,13 +4,18 @@ results that survive JSON and re-plot without re-running. Tiny models only; no a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")
 
-from kvcache import GPT2, GPT2Config, bench, machine, plots  # noqa: E402
+from kvcache import GPT2, GPT2Config  # noqa: E402
+from kvbench import bench, machine, plots  # noqa: E402  (benchmarks/, on sys.path by conftest)
+from conftest import BENCHMARKS  # noqa: E402
 
 KiB, MiB, GiB = 2 ** 10, 2 ** 20, 2 ** 30
 TINY = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_ctx=128)  # real vocabulary: the end-of-text id exists
@@ -197,7 +202,7 @@ def test_command_line_small_run_writes_data_and_figures(tmp_path):
         assert bench.load_suite(str(tmp_path / f"{name}.json")).records
     assert len(list((tmp_path / "figures").glob("*.png"))) == 7
     run = json.loads((tmp_path / "run_all.json").read_text())
-    assert run["command"].startswith("python -m kvcache.bench all") and run["wall_s"] > 0
+    assert run["command"].startswith("python benchmarks/bench.py all") and run["wall_s"] > 0
     assert bench.main(["plot", "--out", str(tmp_path)]) == 0
 
 
@@ -206,3 +211,28 @@ def test_machine_description_and_probes():
     assert info["threads"] >= 1 and info["versions"]["numpy"]
     assert machine.measure_read_bandwidth(8 * MiB, threads=1, repeats=1) > 0
     assert machine.measure_matmul_flops(64, repeats=1) > 0
+
+
+# ---- the package and the benchmarks, apart ------------------------------------------------------------------------
+
+def test_importing_kvcache_pulls_in_no_benchmark_library(tmp_path):
+    """The benchmark library (kvbench) and its dependencies are not the product: a fresh `import kvcache` loads none
+    of them, and the product extension carries no kernel test bindings (those are kvcache_kernels)."""
+    code = ("import sys, kvcache, kvcache._core; "
+            "print(sorted(set(sys.modules) & {'matplotlib', 'tqdm', 'psutil', 'kvbench', 'kvcache_kernels'})); "
+            "print(hasattr(kvcache._core, 'kernels'))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split("\n")
+    assert out[:2] == ["[]", "False"]
+
+
+@pytest.mark.parametrize("command, cwd", [(["benchmarks/bench.py"], ".."), (["-m", "kvbench.bench"], ".")],
+                         ids=["script", "module"])
+def test_documented_bench_command_lines_start(command, cwd):
+    """`python benchmarks/bench.py` from the repository root (what README and docs/benchmarks.md say), and
+    `python -m kvbench.bench` from benchmarks/."""
+    run = subprocess.run([sys.executable, *command, "-h"], cwd=os.path.join(BENCHMARKS, cwd), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "usage: python benchmarks/bench.py" in run.stdout and "plot" in run.stdout

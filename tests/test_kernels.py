@@ -11,7 +11,7 @@ import pytest
 
 import kvcache
 from kvcache import GPT2, GPT2Config
-from kvcache._core import kernels
+import kvcache_kernels as kernels  # the test module, not the engine (KVCACHE_KERNEL_TESTS=ON)
 from conftest import random_ids
 
 # Fast and naive kernels sum in different orders in float32: allow 1e-4 of the output's scale.

@@ -19,9 +19,9 @@ from conftest import (BF16, GPT2_124M, LONG, MEDIUM, ODD, SHORT, TINY, TORCH_DTY
 from test_equivalence import decode_through_cache
 from test_kernels import KERNEL_RTOL, attend_reference, rand, rel_err
 
+import kvcache_kernels as kernels
 from kvcache import _core
 
-kernels = _core.kernels
 HALF_DTYPES = ["float16", "bfloat16"]
 FLOAT16_MAX = 65504.0
 

@@ -47,7 +47,7 @@ def run_emulated(cpu: str, tmp_path: Path):
 
 def kernel_builds_on(cpu: str):
     run = subprocess.run([QEMU, "-cpu", cpu, sys.executable, "-c",
-                          "from kvcache._core import kernels; print(' '.join(kernels.available_isas()))"],
+                          "import kvcache_kernels; print(' '.join(kvcache_kernels.available_isas()))"],
                          capture_output=True, text=True, timeout=300, check=True)
     return run.stdout.split()
 

@@ -9,19 +9,18 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 import kvcache
 
 from conftest import LONG
-from kvcache._core.kernels import available_isas
+from kvcache_kernels import available_isas
+# benchmarks/ (on sys.path by conftest)
+import precision
+import speed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import precision  # noqa: E402
-import speed  # noqa: E402
 
 
 def test_speed_script_reports_every_measure_against_its_limit(checkpoint, tmp_path):

@@ -7,21 +7,19 @@ import json
 import os
 import re
 import shutil
-import sys
 
 import numpy as np
 import pytest
 
 import kvcache
-from kvcache import GPT2, GPT2Config, bench, demo, machine
-from kvcache.engine_benchmarks import benchmark_generation
-from kvcache.kv_memory import kv_cache_bytes
+from kvcache import GPT2, GPT2Config, demo
 from conftest import TOKENIZER_DIR
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import make_report  # noqa: E402
-import speed  # noqa: E402
+# benchmarks/ (on sys.path by conftest): the scripts and their library
+import make_report
+import speed
+from kvbench import bench, machine
+from kvbench.engine_benchmarks import benchmark_generation
+from kvbench.kv_memory import kv_cache_bytes
 
 SMALL = dict(n_layer=1, n_head=2, n_embd=16)
 

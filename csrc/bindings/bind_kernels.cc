@@ -1,4 +1,6 @@
-// The fast kernels and their naive twins, exposed so tests can compare them on the same inputs.
+// The fast kernels and their naive twins, exposed so tests can compare them on the same inputs, and the machine
+// probes of the benchmarks: kvcache_kernels._kernels, an extension apart from the engine's _core, built only with
+// -DKVCACHE_KERNEL_TESTS=ON.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <omp.h>
@@ -33,6 +35,15 @@ namespace kvcache::bindings {
 namespace {
 
 using Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// This module links its own copy of the core, so its own thread count (threading.h): every threaded call takes the
+// engine's first, so that kvcache.set_num_threads sets the count for both. (A copy forked after its threads ran
+// refuses more than one, as the engine does.)
+void apply_engine_threads() {
+  const int n = py::module_::import("kvcache._core").attr("get_num_threads")().cast<int>();
+  if (n != get_num_threads()) set_num_threads(n);
+  apply_num_threads();
+}
 
 void check_dims(bool ok, const char* what) {
   if (!ok) throw py::value_error(std::string("kernel arguments: ") + what);
@@ -102,7 +113,7 @@ Array linear(Array inp, Array weight, py::object bias, bool naive, const std::st
     return out;
   }
   StoredMatrix w = store(weight.data(), OC, K, dtype);
-  apply_num_threads();
+  apply_engine_threads();
   std::vector<float> scratch(kernels::matmul_scratch_size(w.matrix, N, K));
   kernels::matmul(out.mutable_data(), inp.data(), w.matrix, has_bias ? b.data() : nullptr, N, K, OC, false,
                   scratch.data(), max_isa);
@@ -191,7 +202,7 @@ Array attend_block(Array q, Array keys, Array values, int start, const std::stri
 // thread. slow_thread (if >= 0) sleeps 2 ms per chunk, so the others must take chunks from its share.
 py::tuple stream_split(int items, int chunk, int slow_thread) {
   check_dims(items >= 0, "items must be >= 0");
-  apply_num_threads();
+  apply_engine_threads();
   std::vector<std::atomic<int>> visits(items);
   py::array_t<int> taken(items), owner(items);
   int* who = owner.mutable_data();
@@ -212,8 +223,7 @@ py::tuple stream_split(int items, int chunk, int slow_thread) {
 
 }  // namespace
 
-void register_kernels(py::module_& m) {
-  py::module_ k = m.def_submodule("kernels", "fast kernels and their naive reference twins (for tests)");
+void register_kernels(py::module_& k) {
   k.def("linear", &linear, py::arg("inp"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("naive") = false,
         py::arg("weights_dtype") = "float32", py::arg("isa") = "best",
         "(N, K) @ weight^T + bias for an output-major weight (OC, K), stored as the model stores weights_dtype "
@@ -224,14 +234,14 @@ void register_kernels(py::module_& m) {
         "the float32 values of an output-major weight once stored as weights_dtype (int8: one scale per row)");
   k.def("probe_read_bandwidth",
         [](Array data, int repeats) {
-          apply_num_threads();
+          apply_engine_threads();
           GilRelease release;
           return kernels::probe_read_bandwidth(data.data(), data.size(), repeats);
         },
         py::arg("data"), py::arg("repeats") = 5, "bytes/s of a threaded read of `data` (best of repeats)");
   k.def("probe_fma_peak",
         [](double seconds) {
-          apply_num_threads();
+          apply_engine_threads();
           GilRelease release;
           return kernels::probe_fma_peak(seconds);
         },
@@ -240,7 +250,7 @@ void register_kernels(py::module_& m) {
         [](Array x, bool naive) {
           Array out({x.size()});
           std::copy(x.data(), x.data() + x.size(), out.mutable_data());
-          apply_num_threads();
+          apply_engine_threads();
           (naive ? kernels::gelu_naive : kernels::gelu)(out.mutable_data(), static_cast<long>(x.size()));
           return out;
         },

@@ -38,7 +38,10 @@ void register_cache(pybind11::module_& m);
 void register_model(pybind11::module_& m);
 void register_generator(pybind11::module_& m);
 void register_sampler(pybind11::module_& m);
-void register_kernels(pybind11::module_& m);
 void register_safetensors(pybind11::module_& m);
+
+// Not the engine's: the kernel test bindings and machine probes, the whole of kvcache_kernels._kernels (a separate
+// extension, built with -DKVCACHE_KERNEL_TESTS=ON; csrc/bindings/kernels_module/).
+void register_kernels(pybind11::module_& m);
 
 }  // namespace kvcache::bindings

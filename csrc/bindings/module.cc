@@ -16,7 +16,6 @@ PYBIND11_MODULE(_core, m) {
   kvcache::bindings::register_model(m);
   kvcache::bindings::register_generator(m);
   kvcache::bindings::register_sampler(m);
-  kvcache::bindings::register_kernels(m);
   kvcache::bindings::register_safetensors(m);
   m.def("set_num_threads", [](const py::object& n) { kvcache::set_num_threads(kvcache::bindings::int_argument(n, "n")); },
         py::arg("n"), "Threads used by the kernels, 1-256 (default: OMP_NUM_THREADS, else every core).");

@@ -8,10 +8,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
-from . import get_num_threads
+from kvcache import get_num_threads
+from kvcache.model import GPT2
+
 from .engine_benchmarks import benchmark_generation
 from .kv_memory import shape_of
-from .model import GPT2
 from .prompts import prompt_ids
 from .timing import GenerationRecord, Tick, time_generation
 

@@ -8,9 +8,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
-from ._core import GPT2Config
-from .arguments import check_int
-from .model import GPT2
+from kvcache._core import GPT2Config
+from kvcache.arguments import check_int
+from kvcache.model import GPT2
+
 from .process_memory import release_free_memory, rss_bytes
 
 # ---- model shapes and the formula -----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Figures of the benchmark results (matplotlib).
 
-Each plot_* function takes records, fresh from kvcache.bench or loaded from its JSON, and returns a Figure;
+Each plot_* function takes records, fresh from kvbench.bench or loaded from its JSON, and returns a Figure;
 plot_all() re-draws every figure of a results folder without re-running anything:
 
-    python -m kvcache.bench plot --out results        # results/*.json -> results/figures/*.png
+    python benchmarks/bench.py plot --out results    # results/*.json -> results/figures/*.png
 """
 
 from __future__ import annotations

@@ -18,10 +18,26 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from ._core import get_num_threads, kernels, set_num_threads
-from .arguments import check_int
+from kvcache import get_num_threads, set_num_threads
+from kvcache.arguments import check_int
 
 _PACKAGES = ("kvcache", "numpy", "torch", "transformers", "matplotlib")
+
+
+def kernel_probes():
+    """The C++ probes (probe_read_bandwidth, probe_fma_peak): the kvcache_kernels test module, which a plain
+    `pip install .` leaves out (they are not the engine); `pip install . -Ccmake.define.KVCACHE_KERNEL_TESTS=ON`
+    builds it (.ci/setup.sh does)."""
+    try:
+        import kvcache_kernels
+    except ModuleNotFoundError as e:
+        if e.name != "kvcache_kernels":
+            raise
+        raise ModuleNotFoundError(
+            "the machine probes live in the kvcache_kernels test module, which this install lacks: reinstall with "
+            "`pip install . -Ccmake.define.KVCACHE_KERNEL_TESTS=ON` (what .ci/setup.sh runs)",
+            name="kvcache_kernels") from None
+    return kvcache_kernels
 
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -54,10 +70,11 @@ def _engine_threads(threads: Optional[int]) -> Iterator[None]:
 
 def read_bandwidth_probe(nbytes: int = 1 << 30) -> Callable[..., float]:
     """A probe of RAM read bandwidth: a float32 buffer of `nbytes`, allocated and paged in once, and a function
-    probe(repeats=1) that reads all of it on the engine's threads (the C++ core's probe_read_bandwidth: each
+    probe(repeats=1) that reads all of it on the engine's threads (kvcache_kernels' probe_read_bandwidth: each
     thread sums its share, reading every byte once with too little arithmetic to be the limit) and returns the
     bytes/s of the fastest of `repeats` passes. Keep nbytes far larger than any cache, so this is DRAM bandwidth:
     the ceiling for a decode step. Build it once and call it many times to probe in between other measurements."""
+    kernels = kernel_probes()
     data = np.ones(check_int("nbytes", nbytes, 1 << 20, None) // 4, dtype=np.float32)  # at least 1 MiB
 
     def probe(repeats: int = 1) -> float:

@@ -1,16 +1,17 @@
 """What a KV cache buys and what it costs, measured: time, speedup, per-step latency, memory, batch, and
 transformers' GPT-2 side by side on the same weights.
 
-    from kvcache import GPT2, GPT2Config, bench
+    from kvcache import GPT2, GPT2Config
+    from kvbench import bench  # benchmarks/ on sys.path
     model = GPT2.from_config(GPT2Config(), seed=0)
     rows = bench.compare_cache_performance(model, prompt=8, lengths=(20, 50, 100))
     print(bench.format_table(bench.speedup_table(rows)))
 
 Command line (every subcommand writes JSON + CSV under --out and re-draws the figures under --out/figures):
 
-    python -m kvcache.bench all --out results          # the full run (~10 min on 2 cores)
-    python -m kvcache.bench all --small --out /tmp/r   # tiny model, seconds (also: KVCACHE_SMALL=1)
-    python -m kvcache.bench plot --out results         # figures again from the JSON, nothing re-run
+    python benchmarks/bench.py all --out results           # the full run (~10 min on 2 cores)
+    python benchmarks/bench.py all --small --out /tmp/r    # tiny model, seconds (also: KVCACHE_SMALL=1)
+    python benchmarks/bench.py plot --out results          # figures again from the JSON, nothing re-run
 
 Every timing is one call of the engine timed with time.perf_counter: after a warm-up run that is not counted,
 `repeats` runs (fewer once `time_budget_s` is spent, never fewer than one), median kept. Generation always runs
@@ -34,16 +35,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import get_num_threads, set_num_threads
-from ._core import GPT2Config
-from .arguments import positive_int, thread_count, usage_errors
+from kvcache import get_num_threads, set_num_threads
+from kvcache._core import GPT2Config
+from kvcache.arguments import positive_int, thread_count, usage_errors
+from kvcache.model import GPT2
+
 from .claims import CLAIMED_SECONDS_100, CLAIMED_SPEEDUP, claims_table, memory_claims
 from .engine_benchmarks import (SpeedupRow, benchmark_batch, benchmark_generation, compare_cache_performance,
                                 uncached_step_cost)
 from .kv_memory import (DTYPE_BYTES, MEASURE_VOCAB, SHAPES, KVMemoryProfile, ModelShape, as_shape, kv_cache_bytes,
                         measure_cache_memory, measure_memory_growth, profile_kv_cache_memory, shape_of)
 from .machine import describe_machine, measure_matmul_flops, measure_read_bandwidth
-from .model import GPT2
 from .peers import PEER_MODES, Unavailable, benchmark_transformers, compare_peers, load_transformers_peer
 from .process_memory import rss_bytes
 from .prompts import PROMPT_TEXT, make_prompt, prompt_ids
@@ -182,7 +184,7 @@ def _load_model(checkpoint: Optional[str], sizes: Sizes) -> Tuple[GPT2, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kvcache.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["all", *SUITES, "plot", "generate"],
                    help="all: every suite; speedup/batch/peers/memory: one; plot: figures from saved JSON; "
@@ -248,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"\n## {name}  ({save_suite(suite, args.out)})\n\n{format_table(suite_table(suite))}", flush=True)
     if not args.no_figures:
         _plot(args.out)
-    run = {"command": shlex.join(["python", "-m", "kvcache.bench", *argv]), "wall_s": time.perf_counter() - start,
+    run = {"command": shlex.join(["python", "benchmarks/bench.py", *argv]), "wall_s": time.perf_counter() - start,
            "machine": ctx.machine}
     with open(os.path.join(args.out, f"run_{args.command}.json"), "w") as f:
         json.dump(run, f, indent=1)

@@ -7,8 +7,8 @@ from typing import List, Sequence, Union
 
 import numpy as np
 
-from .arguments import check_int, check_token_id
-from .model import GPT2
+from kvcache.arguments import check_int, check_token_id
+from kvcache.model import GPT2
 
 PROMPT_TEXT = ("The key-value cache stores the keys and values of every token already seen, so that each new "
                "token attends over them instead of recomputing the whole sequence. ")

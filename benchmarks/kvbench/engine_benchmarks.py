@@ -9,9 +9,10 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from kvcache import _core
+from kvcache.model import GPT2
+
 from .kv_memory import as_shape
-from .model import GPT2
 from .prompts import prompt_ids
 from .timing import GenerationRecord, Tick, time_generation
 
