@@ -101,6 +101,8 @@ def test_cache_nbytes_is_the_formula_with_n_kv_head(llama, spec, dtype, bytes_):
     c = ck.model.config
     cache = ck.model.new_cache(3, 50, dtype=dtype)
     assert cache.nbytes == 2 * c.n_layer * 3 * c.n_kv_head * 50 * c.head_dim * bytes_
+    assert cache.shape == (c.n_layer, 2, 3, c.n_kv_head, 50, c.head_dim)
+    assert (cache.n_kv_head, cache.head_dim, cache.get_max_cache_shape()) == (c.n_kv_head, c.head_dim, 50)
 
 
 @pytest.mark.parametrize("spec", SPECS[:2], ids=str)

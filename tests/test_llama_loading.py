@@ -177,3 +177,17 @@ def test_chat_needs_a_template_and_valid_messages(saved, tmp_path):
     assert model.chat_ids([{"role": "user", "content": "abc"}]) == model.encode("abc")
     with pytest.raises((TypeError, ValueError), match=r"messages\[0\] has no .content."):
         model.chat([{"role": "user"}])
+
+
+def test_from_config_is_a_seeded_random_model():
+    config = kvcache.LlamaConfig(n_vocab=90, n_ctx=64, n_embd=32, n_head=4, n_kv_head=2, n_layer=2, n_ff=40,
+                                 tie_word_embeddings=True)
+    a, b = Llama.from_config(config, seed=3), Llama.from_config(config, seed=3)
+    assert a.tokenizer is None and a.config.n_kv_head == 2
+    assert a.generate_ids([1, 2, 3], 10) == b.generate_ids([1, 2, 3], 10)
+    assert np.array_equal(a.forward(np.array([[1, 2]])), b.forward(np.array([[1, 2]])))
+    assert not np.array_equal(a.forward(np.array([[1, 2]])),
+                              Llama.from_config(config, seed=4).forward(np.array([[1, 2]])))
+    assert Llama.from_config(config, weights_dtype="int8").weights_dtype == "int8"
+    with pytest.raises(TypeError, match="config must be a LlamaConfig"):
+        Llama.from_config(kvcache.GPT2Config())

@@ -91,3 +91,10 @@ def test_weights_dtypes_give_the_same_answer(ours):
     for dtype in ("bfloat16", "int8"):
         model = kvcache.load("smollm2", weights_dtype=dtype)
         assert "Paris" in model.chat(QUESTION, max_new_tokens=20)
+
+
+def test_stream_yields_the_generated_text(ours):
+    prompt = "The key-value cache of a transformer"
+    pieces = list(ours.stream(prompt, max_new_tokens=30))
+    assert len(pieces) > 1
+    assert prompt + "".join(pieces) == ours.generate(prompt, max_new_tokens=30)

@@ -11,10 +11,20 @@ namespace kvcache::bindings {
 
 void register_cache(py::module_& m) {
   auto cls = py::class_<KVCache>(m, "KVCache",
-                      "Contiguous preallocated KV cache, (layers, 2, batch, heads, max_seq_len, head_dim) of float32, "
-                      "float16 or bfloat16. Make one with GPT2.new_cache().")
+                      "Contiguous preallocated KV cache, (layers, 2, batch, kv_heads, max_seq_len, head_dim) of float32, "
+                      "float16 or bfloat16. Make one with model.new_cache().")
       .def_property_readonly("nbytes", &KVCache::nbytes,
-                             "2 x layers x batch x max_seq_len x n_embd x bytes (4 for float32, 2 for 16 bits)")
+                             "2 x layers x batch x n_kv_head x max_seq_len x head_dim x bytes (4 for float32, 2 for 16 "
+                             "bits)")
+      .def_property_readonly("n_kv_head", &KVCache::n_kv_head, "key/value heads stored per layer")
+      .def_property_readonly("head_dim", &KVCache::head_dim)
+      .def_property_readonly("shape",
+                             [](const KVCache& c) {
+                               return py::make_tuple(c.n_layer(), 2, c.batch_size(), c.n_kv_head(), c.max_seq_len(),
+                                                     c.head_dim());
+                             },
+                             "(layers, 2, batch, n_kv_head, max_seq_len, head_dim): the buffer's layout")
+      .def("get_max_cache_shape", &KVCache::max_seq_len, "positions each row can hold (transformers' name)")
       .def_property_readonly("dtype", [](const KVCache& c) { return kv_type_name(c.type()); })
       .def_property_readonly("max_seq_len", &KVCache::max_seq_len)
       .def_property_readonly("batch_size", &KVCache::batch_size)
@@ -31,7 +41,7 @@ void register_cache(py::module_& m) {
       .def("__repr__", [](const KVCache& c) {
         return "KVCache(batch_size=" + std::to_string(c.batch_size()) + ", max_seq_len=" +
                std::to_string(c.max_seq_len()) + ", dtype='" + kv_type_name(c.type()) +
-               "', nbytes=" + std::to_string(c.nbytes()) + ")";
+               "', n_kv_head=" + std::to_string(c.n_kv_head()) + ", nbytes=" + std::to_string(c.nbytes()) + ")";
       });
   refuse_direct_creation(cls, "KVCache", "make one with GPT2.new_cache()");
 }

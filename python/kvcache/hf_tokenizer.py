@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from .arguments import check_token_id
-from .tokenizer import _check_text
+from .tokenizer import TextTokenizer
 
 # llama.cpp's token types (gguf.TokenType): only these two become added tokens.
 TOKEN_TYPE_CONTROL = 3
@@ -67,13 +67,13 @@ _NAMED_SPECIAL_KEYS = (("bos", "tokenizer.ggml.bos_token_id"), ("eos", "tokenize
 _UNSUPPORTED_SENTENCEPIECE_ARCHS = ("gemma", "gemma2", "gemma3")
 
 
-class HFTokenizer:
+class HFTokenizer(TextTokenizer):
     """Text <-> token ids over a `tokenizers.Tokenizer`. Special tokens written in the text (<|im_start|>) become
     their single ids; encode adds none of its own (no BOS), like transformers' add_special_tokens=False."""
 
     def __init__(self, tokenizer: Tokenizer, *, bos_token: Optional[str] = None, eos_token: Optional[str] = None,
                  chat_template: Optional[str] = None, source_dir: Optional[str] = None):
-        self._tok = tokenizer
+        super().__init__(tokenizer)
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.chat_template = chat_template
@@ -122,28 +122,12 @@ class HFTokenizer:
                    chat_template=metadata.get("tokenizer.chat_template"), source_dir=None)
 
     @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
-
-    @property
     def eos_token_id(self) -> Optional[int]:
         return None if self.eos_token is None else self._tok.token_to_id(self.eos_token)
 
     @property
     def bos_token_id(self) -> Optional[int]:
         return None if self.bos_token is None else self._tok.token_to_id(self.bos_token)
-
-    def encode(self, text: str) -> List[int]:
-        _check_text(text)
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of str, got one str (its characters would be the prompts)")
-        texts = list(texts)  # once: a generator checked first would then be empty
-        for t in texts:
-            _check_text(t)
-        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         """Ids -> text. An id the vocabulary does not have is a ValueError (the Rust decoder would drop it).

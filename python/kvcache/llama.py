@@ -5,11 +5,13 @@ CausalLM's (causal_lm.py)."""
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Union
+from typing import List, Union
+
+import numpy as np
 
 from . import _core
 from ._core import LlamaConfig
-from .arguments import check_dtype
+from .arguments import SEED_MAX, check_dtype, check_int
 from .causal_lm import CausalLM
 from .chat_template import render_chat
 from .llama_loading import is_gguf, load_gguf, load_hf_dir
@@ -43,6 +45,23 @@ class Llama(CausalLM):
                              f"vocab_size={config.n_vocab}")
         core = _core.LlamaModel.from_tensors(config, loaded.tensors, weights_dtype)
         return cls(core, tokenizer, loaded.eos_token_id)
+
+    @classmethod
+    def from_config(cls, config: LlamaConfig, seed: int = 0, weights_dtype: str = "float32") -> "Llama":
+        """A randomly initialised model, as transformers initialises LlamaForCausalLM: every matrix and the embedding
+        normal(0, 0.02), norms 1, biases 0. Without a tokenizer: use ids."""
+        if not isinstance(config, LlamaConfig):
+            raise TypeError(f"config must be a LlamaConfig, got {type(config).__name__}")
+        rng = np.random.default_rng(check_int("seed", seed, 0, SEED_MAX))
+        tensors = {}
+        for name, shape in _core.LlamaModel.expected_tensors(config):
+            if name.endswith("norm.weight"):
+                tensors[name] = np.ones(shape, dtype=np.float32)
+            elif name.endswith(".bias"):
+                tensors[name] = np.zeros(shape, dtype=np.float32)
+            else:
+                tensors[name] = rng.normal(0.0, 0.02, size=shape).astype(np.float32)
+        return cls(_core.LlamaModel.from_tensors(config, tensors, check_dtype("weights_dtype", weights_dtype)))
 
     @property
     def config(self) -> LlamaConfig:

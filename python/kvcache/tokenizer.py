@@ -28,11 +28,35 @@ def _check_text(text) -> None:
                          f"(a lone surrogate)") from None
 
 
-class GPT2Tokenizer:
+class TextTokenizer:
+    """Text <-> ids over a Hugging Face `tokenizers` Tokenizer, what every family's tokenizer shares: special tokens
+    written in the text become their ids, none are added."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tok = tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> List[int]:
+        _check_text(text)
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of str, got one str (its characters would be the prompts)")
+        texts = list(texts)  # once: a generator checked first would then be empty
+        for t in texts:
+            _check_text(t)
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+
+class GPT2Tokenizer(TextTokenizer):
     """Text <-> token ids. Built from vocab.json + merges.txt, or from tokenizer.json when a checkpoint has one."""
 
     def __init__(self, tokenizer: Tokenizer, source_dir: Optional[str] = None):
-        self._tok = tokenizer
+        super().__init__(tokenizer)
         self.source_dir = source_dir  # where its files came from (save_pretrained copies them)
 
     @classmethod
@@ -72,24 +96,8 @@ class GPT2Tokenizer:
         return cls.from_files(str(data / "vocab.json"), str(data / "merges.txt"))
 
     @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
-
-    @property
     def eos_token_id(self) -> Optional[int]:
         return self._tok.token_to_id(END_OF_TEXT)
-
-    def encode(self, text: str) -> List[int]:
-        _check_text(text)
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of str, got one str (its characters would be the prompts)")
-        texts = list(texts)  # once: a generator checked first would then be empty
-        for t in texts:
-            _check_text(t)
-        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Ids -> text. An id the vocabulary does not have is a ValueError (the Rust decoder would drop it)."""
