@@ -166,8 +166,8 @@ def plot(results: dict, out: Path) -> None:
     fig.tight_layout(), fig.savefig(out / "smollm2_bytes_per_step.png", dpi=110), plt.close(fig)
 
 
-SIZES = {"full": {"lengths": [16, 32, 64, 128, 256], "rounds": 3, "step_positions": [16, 512, 1024, 2048, 4096, 6144, 8000],
-                  "memory_positions": [1024, 2048, 4096, 8192]},
+SIZES = {"full": {"lengths": [16, 32, 64, 128, 256], "rounds": 3,
+                  "step_positions": [16, 512, 1024, 2048, 4096, 6144, 8000], "memory_positions": [1024, 2048, 4096, 8192]},
          "small": {"lengths": [8, 16], "rounds": 1, "step_positions": [16, 128, 256], "memory_positions": [256, 512]}}
 
 

@@ -59,8 +59,10 @@ HEAD_DIM = LlamaSpec("head-dim-explicit", n_embd=48, n_head=4, n_kv_head=2, head
 LLAMA3 = LlamaSpec("llama3-rope", n_embd=32, n_head=4, n_kv_head=2, n_ctx=2560, rope_theta=5e5,
                    rope_scaling=(8.0, 1.0, 4.0, 64), seed=4)
 BIAS = LlamaSpec("biases-untied", n_embd=32, n_head=4, n_kv_head=2, bias=True, tie=False, seed=5)
+# head_dim 12, not a multiple of 8: the scalar attention kernels, also split past 256 positions
+ODD_HEAD = LlamaSpec("head-dim-12", n_embd=48, n_head=4, n_kv_head=2, n_ctx=2100, seed=7)
 LONG = LlamaSpec("long2100", n_layer=1, n_embd=32, n_head=4, n_kv_head=2, n_ctx=2100, vocab_size=64, seed=6)
-SPECS = [GQA, MQA, MHA, HEAD_DIM, LLAMA3, BIAS]
+SPECS = [GQA, MQA, MHA, HEAD_DIM, LLAMA3, BIAS, ODD_HEAD]
 
 
 def perturb_(model: torch.nn.Module, seed: int) -> None:

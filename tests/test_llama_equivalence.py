@@ -12,7 +12,7 @@ import torch
 
 from conftest import LOGITS_ATOL, max_abs_diff, random_ids
 from kvcache import Llama
-from llama_checkpoints import BIAS, LLAMA3, LONG, SPECS, LlamaFactory, hf_greedy, hf_logits
+from llama_checkpoints import BIAS, LLAMA3, LONG, ODD_HEAD, SPECS, LlamaFactory, hf_greedy, hf_logits
 from test_reduced_precision import bf16, int8
 
 
@@ -62,7 +62,7 @@ def test_prefill_then_decode_equals_full_forward(llama, spec):
     assert max_abs_diff(np.concatenate(steps, axis=1), full) < LOGITS_ATOL
 
 
-@pytest.mark.parametrize("spec", [LONG, LLAMA3], ids=str)
+@pytest.mark.parametrize("spec", [LONG, LLAMA3, ODD_HEAD], ids=str)
 def test_decode_to_beyond_2048_positions(llama, spec):
     """One token at a time to position 2099 (LLaMA 3's rope scaling matters past its 64-position original
     context): every step's logits equal transformers' full forward at that position."""

@@ -72,7 +72,8 @@ def test_metadata_that_contradicts_the_tensors_is_refused(tmp_path, hf_model, ch
     arch = meta.pop("general.architecture", None)
     path = write_llama_gguf(tmp_path / "bad.gguf", hf_model, metadata=meta)
     if arch is not None:  # GGUFWriter writes general.architecture itself: patch the bytes of the value
-        raw = path.read_bytes().replace(b"\x05\x00\x00\x00\x00\x00\x00\x00llama", b"\x05\x00\x00\x00\x00\x00\x00\x00mamba", 1)
+        length = b"\x05\x00\x00\x00\x00\x00\x00\x00"  # the string's uint64 length, then its bytes
+        raw = path.read_bytes().replace(length + b"llama", length + b"mamba", 1)
         path.write_bytes(raw)
     with pytest.raises(ValueError, match=pattern):
         Llama.from_pretrained(path)

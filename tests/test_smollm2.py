@@ -60,7 +60,7 @@ def test_logits_of_a_256_token_passage_match_transformers(ours, theirs):
     with torch.no_grad():
         ref = theirs(torch.tensor([ids])).logits[0].numpy()
     worst = np.abs(mine - ref).max(axis=1) / np.abs(ref).max(axis=1)  # per position, of its largest logit
-    assert worst.max() < 1e-3, f"position {int(worst.argmax())}: {worst.max():.3g}"
+    assert worst.max() < 1e-4, f"position {int(worst.argmax())}: {worst.max():.3g}"  # 1.7e-5 measured
     assert np.array_equal(mine.argmax(axis=1), ref.argmax(axis=1))
 
 
