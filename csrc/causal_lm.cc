@@ -1,8 +1,12 @@
 #include "causal_lm.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <string>
 
 #include "errors.h"
+#include "layers.h"
 #include "threading.h"
 
 namespace kvcache {
@@ -33,6 +37,21 @@ void CausalLM::validate(const int* tokens, int n_rows, int T, const int* cache_r
       fail("token id " + std::to_string(tokens[i]) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
     }
   }
+}
+
+void CausalLM::reserve_shared(Workspace& ws, int n_tokens, int n_logits, int max_seq_len, int C, int V, int NH,
+                              int HS) {
+  grow(ws.x, n_tokens, C);
+  grow(ws.ln, n_tokens, C);
+  grow(ws.last, n_logits, C);
+  grow(ws.logits, n_logits, V);
+  // attention scores: one row per thread when decoding, a (T, max_seq_len) block per thread in prefill
+  const int T = std::min(n_tokens, max_seq_len);
+  grow(ws.scratch, omp_get_max_threads(), static_cast<int>(attention_scratch_floats(T, max_seq_len, HS)));
+  // split attention runs only below the prefill path: fewer than kBlockAttentionMin tokens per row
+  const int queries = std::min(n_tokens, (kBlockAttentionMin - 1) * n_logits);
+  grow(ws.attn_partials, static_cast<std::size_t>(attention_partials_floats(queries, NH, HS, max_seq_len)));
+  if (ws.positions.size() < static_cast<std::size_t>(n_tokens)) ws.positions.resize(n_tokens);
 }
 
 void CausalLM::forward(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,

@@ -38,6 +38,11 @@ class CausalLM {
   virtual std::size_t weights_nbytes() const = 0;
 
  protected:
+  // The buffers every family's reserve() sizes alike: the residual stream and its norm (C wide), the logits rows
+  // (V wide), positions, and attention's scratch and split-decode partials for NH query heads of HS channels.
+  static void reserve_shared(Workspace& ws, int n_tokens, int n_logits, int max_seq_len, int C, int V, int NH,
+                             int HS);
+
   // The family's layers, after forward() has validated the call, reserved ws and filled ws.positions.
   virtual void compute(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,
                        bool all_logits) const = 0;

@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kvcache {
 
@@ -29,6 +31,18 @@ inline std::string float_text(float value) {
     if (std::strtof(text, nullptr) == value) break;
   }
   return text;
+}
+
+// A tensor shape as [d0, d1, ...], for messages.
+inline std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// A config field that must be > 0: "config: <name> must be positive, got <value>".
+inline void require_positive(int value, const char* name) {
+  require(value > 0, std::string("config: ") + name + " must be positive, got " + std::to_string(value));
 }
 
 }  // namespace kvcache

@@ -8,17 +8,14 @@
 namespace kvcache {
 
 void LlamaConfig::validate() const {
-  auto positive = [](int value, const char* name) {
-    require(value > 0, std::string("config: ") + name + " must be positive, got " + std::to_string(value));
-  };
-  positive(n_vocab, "n_vocab");
-  positive(n_ctx, "n_ctx");
-  positive(n_embd, "n_embd");
-  positive(n_head, "n_head");
-  positive(n_kv_head, "n_kv_head");
-  positive(n_layer, "n_layer");
-  positive(head_dim, "head_dim");
-  positive(n_ff, "n_ff");
+  require_positive(n_vocab, "n_vocab");
+  require_positive(n_ctx, "n_ctx");
+  require_positive(n_embd, "n_embd");
+  require_positive(n_head, "n_head");
+  require_positive(n_kv_head, "n_kv_head");
+  require_positive(n_layer, "n_layer");
+  require_positive(head_dim, "head_dim");
+  require_positive(n_ff, "n_ff");
   require(n_head % n_kv_head == 0, "config: n_head (" + std::to_string(n_head) + ") must be a multiple of n_kv_head (" +
                                        std::to_string(n_kv_head) + ")");
   require(head_dim % 2 == 0, "config: head_dim must be even for rotary embeddings, got " + std::to_string(head_dim));
@@ -34,7 +31,7 @@ void LlamaConfig::validate() const {
                 std::isfinite(s.high_freq_factor) && s.high_freq_factor > s.low_freq_factor,
             "config: rope_scaling needs 0 < low_freq_factor < high_freq_factor, got " + float_text(s.low_freq_factor) +
                 " and " + float_text(s.high_freq_factor));
-    positive(s.original_max_position_embeddings, "rope_scaling original_max_position_embeddings");
+    require_positive(s.original_max_position_embeddings, "rope_scaling original_max_position_embeddings");
   }
 }
 

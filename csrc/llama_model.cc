@@ -1,7 +1,5 @@
 #include "llama_model.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstddef>
 
@@ -20,17 +18,12 @@ void LlamaModel::reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_
   const LlamaConfig& c = config();
   const LlamaWeights& w = *weights_;
   const int C = c.n_embd, D = c.n_head * c.head_dim, F = c.n_ff;
-  grow(ws.x, n_tokens, C);
-  grow(ws.ln, n_tokens, C);
+  reserve_shared(ws, n_tokens, n_logits, max_seq_len, C, c.n_vocab, c.n_head, c.head_dim);
   grow(ws.qkv, n_tokens, heads_.qkv_width());
   grow(ws.att, n_tokens, D);
   grow(ws.fc, n_tokens, 2 * F);
   grow(ws.hidden, n_tokens, F);
   grow(ws.rope, n_tokens, c.head_dim);
-  grow(ws.last, n_logits, C);
-  grow(ws.logits, n_logits, c.n_vocab);
-  const int T = std::min(n_tokens, max_seq_len);
-  grow(ws.scratch, omp_get_max_threads(), static_cast<int>(attention_scratch_floats(T, max_seq_len, c.head_dim)));
   const LlamaLayerWeights& l0 = w.layers[0];  // every layer's matrices have the same storage
   const long widest = std::max({kernels::matmul_scratch_size(l0.qkv, n_tokens, C),
                                 kernels::matmul_scratch_size(l0.o_proj, n_tokens, D),
@@ -38,10 +31,6 @@ void LlamaModel::reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_
                                 kernels::matmul_scratch_size(l0.down, n_tokens, F),
                                 kernels::matmul_scratch_size(w.lm_head, n_logits, C)});
   grow(ws.matmul_scratch, static_cast<size_t>(widest));
-  // split attention runs only below the prefill path: fewer than kBlockAttentionMin tokens per row
-  const int queries = std::min(n_tokens, (kBlockAttentionMin - 1) * n_logits);
-  grow(ws.attn_partials, static_cast<size_t>(attention_partials_floats(queries, c.n_head, c.head_dim, max_seq_len)));
-  if (ws.positions.size() < static_cast<size_t>(n_tokens)) ws.positions.resize(n_tokens);
 }
 
 void LlamaModel::compute(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,

@@ -10,12 +10,6 @@ namespace kvcache {
 
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
 
 }  // namespace

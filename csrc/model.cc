@@ -1,7 +1,5 @@
 #include "model.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstddef>
 
@@ -16,27 +14,15 @@ void GPT2Model::reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_l
   const GPT2Config& config = config_;
   const GPT2Weights& weights = *weights_;
   const int C = config.n_embd;
-  grow(ws.x, n_tokens, C);
-  grow(ws.ln, n_tokens, C);
+  reserve_shared(ws, n_tokens, n_logits, max_seq_len, C, config.n_vocab, config.n_head, config.head_dim());
   grow(ws.qkv, n_tokens, 3 * C);
   grow(ws.att, n_tokens, C);
   grow(ws.fc, n_tokens, 4 * C);
-  grow(ws.last, n_logits, C);
-  grow(ws.logits, n_logits, config.n_vocab);
-  // attention scores: one row per thread when decoding, a (T, max_seq_len) block per thread in prefill
-  const int T = std::min(n_tokens, max_seq_len);
-  grow(ws.scratch, omp_get_max_threads(),
-       static_cast<int>(attention_scratch_floats(T, max_seq_len, config.head_dim())));
   // the largest any product of this pass needs (none for a decode step): the layers' widest input, mlp_proj's 4C
   // (every layer matrix has the same storage), or the lm_head's
   grow(ws.matmul_scratch,
        static_cast<size_t>(std::max(kernels::matmul_scratch_size(weights.h[0].mlp_proj, n_tokens, 4 * C),
                                     kernels::matmul_scratch_size(weights.lm_head_matrix, n_logits, C))));
-  // split attention runs only below the prefill path: fewer than kBlockAttentionMin tokens per row
-  const int queries = std::min(n_tokens, (kBlockAttentionMin - 1) * n_logits);
-  grow(ws.attn_partials,
-       static_cast<size_t>(attention_partials_floats(queries, config.n_head, config.head_dim(), max_seq_len)));
-  if (ws.positions.size() < static_cast<size_t>(n_tokens)) ws.positions.resize(n_tokens);
 }
 
 GPT2Model::GPT2Model(std::unique_ptr<GPT2Weights> weights)

@@ -7,17 +7,10 @@
 #include "errors.h"
 #include "huge_pages.h"
 #include "safetensors.h"
-#include "threading.h"
 
 namespace kvcache {
 
 namespace {
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 float half_to_float(uint16_t h) {
   uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
@@ -133,7 +126,7 @@ std::unique_ptr<GPT2Weights> GPT2Weights::load(const std::string& path, const GP
     const TensorInfo* info = find(name);
     if (info == nullptr) fail("missing tensor '" + name + "' in '" + path + "'");
     if (info->shape != shape) {
-      fail("tensor '" + name + "' has shape " + shape_str(info->shape) + ", expected " + shape_str(shape) +
+      fail("tensor '" + name + "' has shape " + shape_text(info->shape) + ", expected " + shape_text(shape) +
            " from config.json");
     }
     if (info->dtype == DType::Other) {
