@@ -3,7 +3,7 @@ the float32 eval model that holds exactly their weights: the reference of the LL
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 

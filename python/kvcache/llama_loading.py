@@ -108,7 +108,7 @@ def config_from_hf(raw: dict, path: str) -> LlamaConfig:
         raise ValueError(f"{path}: {e}") from None
 
 
-def _as_float32(name: str, dtype: str, stored: np.ndarray) -> np.ndarray:
+def _as_float32(dtype: str, stored: np.ndarray) -> np.ndarray:
     if dtype == "BF16":  # bfloat16 is the high half of a float32
         return (stored.astype(np.uint32) << 16).view(np.float32)
     return np.ascontiguousarray(stored, dtype=np.float32)  # F32 (aligned copy) or F16 (widened)
@@ -139,7 +139,7 @@ def read_hf_tensors(directory: str) -> Dict[str, np.ndarray]:
                 raise ValueError(f"{path}: tensor {name!r} is also in another shard")
             if weight_map is not None and weight_map.get(name) != shard:
                 raise ValueError(f"{path}: tensor {name!r} is not listed for this shard in {index_path}")
-            tensors[name] = _as_float32(name, dtype, stored)
+            tensors[name] = _as_float32(dtype, stored)
     if weight_map is not None:
         missing = sorted(set(weight_map) - set(tensors))
         if missing:
