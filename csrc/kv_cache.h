@@ -25,6 +25,8 @@ namespace kvcache {
 
 enum class KVType { F32, F16, BF16 };
 
+class CrossCache;  // cross_cache.h: an encoder-decoder call's cross-attention keys and values
+
 // What a model's cache holds per position: n_layer x 2 x n_kv_head x head_dim values; n_ctx bounds max_seq_len.
 struct CacheShape {
   int n_layer, n_kv_head, head_dim, n_ctx;
@@ -61,6 +63,11 @@ class KVCache {
   void reset_row(int row);
   void crop(int max_length);           // drop positions >= max_length in every row
 
+  // The cross-attention K/V beside the self-attention ones (transformers' EncoderDecoderCache), or none. Computed
+  // once per call from the encoder states by the model that reads them; shared, not copied, by copies of the cache.
+  CrossCache* cross() const { return cross_.get(); }
+  void set_cross(std::shared_ptr<CrossCache> cross) { cross_ = std::move(cross); }
+
   // One call at a time: a forward pass holds the cache from start to end (the Python layer releases the GIL, so two
   // threads could otherwise write one cache at once: corrupt keys, lengths advanced twice, a crashed process).
   // Claiming a cache that is held throws std::invalid_argument instead; reset and crop claim it too (a check
@@ -87,6 +94,7 @@ class KVCache {
   xt::xtensor<float, 6> f32_;
   xt::xtensor<uint16_t, 6> b16_;
   std::vector<int> seq_lens_;  // explicit length per row, never inferred from contents
+  std::shared_ptr<CrossCache> cross_;
   // Behind a pointer so that the cache stays movable; allocated once, with the cache.
   std::unique_ptr<std::atomic<bool>> held_ = std::make_unique<std::atomic<bool>>(false);
 
