@@ -9,6 +9,8 @@ namespace kvcache {
 
 void GenerateOptions::validate(int n_vocab) const {
   require(max_new_tokens >= 0, "max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
+  require(num_return_sequences >= 1,
+          "num_return_sequences must be >= 1, got " + std::to_string(num_return_sequences));
   require(eos_token_id < n_vocab, "eos_token_id " + std::to_string(eos_token_id) + " is outside the vocabulary [0, " +
                                       std::to_string(n_vocab) + ")");
   sampling.validate();
@@ -16,10 +18,8 @@ void GenerateOptions::validate(int n_vocab) const {
 
 namespace {
 
-int required_length(const std::vector<std::vector<int>>& prompts, const GenerateOptions& options,
-                     const CausalLM& model) {
+void check_prompts(const std::vector<std::vector<int>>& prompts, const CausalLM& model) {
   require(!prompts.empty(), "generate needs at least one prompt");
-  int longest = 1;
   for (std::size_t r = 0; r < prompts.size(); ++r) {
     const std::vector<int>& p = prompts[r];
     require(!p.empty(), "prompt " + std::to_string(r) + " is empty; give at least one token");
@@ -29,9 +29,17 @@ int required_length(const std::vector<std::vector<int>>& prompts, const Generate
              std::to_string(model.n_vocab()) + ")");
       }
     }
-    const long total = static_cast<long>(p.size()) + options.max_new_tokens;
+  }
+}
+
+// Positions the generator's own cache needs: the longest prompt plus max_new_tokens, within n_ctx.
+int required_length(const std::vector<std::vector<int>>& prompts, const GenerateOptions& options,
+                    const CausalLM& model) {
+  int longest = 1;
+  for (std::size_t r = 0; r < prompts.size(); ++r) {
+    const long total = static_cast<long>(prompts[r].size()) + options.max_new_tokens;
     if (total > model.n_ctx()) {
-      fail("prompt " + std::to_string(r) + " of " + std::to_string(p.size()) + " tokens plus max_new_tokens=" +
+      fail("prompt " + std::to_string(r) + " of " + std::to_string(prompts[r].size()) + " tokens plus max_new_tokens=" +
            std::to_string(options.max_new_tokens) + " is " + std::to_string(total) + " tokens, beyond n_ctx=" +
            std::to_string(model.n_ctx()));
     }
@@ -40,17 +48,56 @@ int required_length(const std::vector<std::vector<int>>& prompts, const Generate
   return longest;
 }
 
+// A given cache: this model's, one row per generated sequence, and room in each row for its prompt and every new
+// token, so that nothing fails (and nothing is written) half way.
+void check_given_cache(const KVCache& cache, const std::vector<std::vector<int>>& sequences,
+                       const GenerateOptions& options, const CausalLM& model) {
+  model.check_owns(cache);
+  require(options.use_cache, "use_cache=False recomputes every sequence from its start; it cannot continue a cache");
+  const int B = static_cast<int>(sequences.size());
+  require(cache.batch_size() == B, "the cache has batch_size " + std::to_string(cache.batch_size()) + ", but " +
+                                       std::to_string(B) + " sequences are generated");
+  const int n = options.num_return_sequences;
+  for (int r = 0; r < B; ++r) {
+    const int held = r % n == 0 ? cache.seq_len(r) : cache.seq_len(r - r % n);  // a follower gets its leader's
+    const long total = static_cast<long>(held) + static_cast<long>(sequences[r].size()) + options.max_new_tokens;
+    if (total > cache.max_seq_len()) {
+      fail("cache row " + std::to_string(r) + " holds " + std::to_string(held) + " positions; its " +
+           std::to_string(sequences[r].size()) + " new tokens plus max_new_tokens=" +
+           std::to_string(options.max_new_tokens) + " would make " + std::to_string(total) +
+           ", beyond the cache's max_seq_len=" + std::to_string(cache.max_seq_len()));
+    }
+  }
+}
+
+std::vector<std::vector<int>> repeat_rows(std::vector<std::vector<int>> prompts, int n) {
+  if (n == 1) return prompts;
+  std::vector<std::vector<int>> rows;
+  for (const auto& p : prompts) rows.insert(rows.end(), static_cast<std::size_t>(n), p);
+  return rows;
+}
+
 }  // namespace
 
-Generator::Generator(const CausalLM& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options)
-    : model_(model),
-      options_(options),
-      sequences_(std::move(prompts)),
-      cache_(model.new_cache(std::max<int>(1, static_cast<int>(sequences_.size())),
-                             (options.validate(model.n_vocab()), required_length(sequences_, options, model)),
-                             options.cache_type)),
-      sampler_(model.n_vocab()) {
+Generator::Generator(const CausalLM& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options,
+                     KVCache* cache)
+    : model_(model), options_(options), sampler_(model.n_vocab()) {
+  options.validate(model.n_vocab());
+  check_prompts(prompts, model);
+  const int P = static_cast<int>(prompts.size());
+  const int n = options.num_return_sequences;
+  require(static_cast<long>(P) * n <= 1 << 20, "too many rows: " + std::to_string(P) + " prompts x " +
+                                                   std::to_string(n) + " num_return_sequences");
+  sequences_ = repeat_rows(std::move(prompts), n);
   const int B = static_cast<int>(sequences_.size());
+  if (cache != nullptr) {
+    check_given_cache(*cache, sequences_, options, model);
+    cache_ = cache;
+  } else {
+    owned_cache_ = std::make_unique<KVCache>(model.new_cache(B, required_length(sequences_, options, model),
+                                                             options.cache_type));
+    cache_ = owned_cache_.get();
+  }
   int longest_prompt = 0;
   for (int r = 0; r < B; ++r) {
     prompt_lens_.push_back(static_cast<int>(sequences_[r].size()));
@@ -61,9 +108,10 @@ Generator::Generator(const CausalLM& model, std::vector<std::vector<int>> prompt
   }
   step_tokens_.assign(B, 0);
   last_tokens_.assign(B, -1);
-  // The largest pass: a batched prefill of equal prompts, one prompt, or (without cache) a whole sequence.
-  const int widest = options.use_cache ? std::max(B * longest_prompt, B) : cache_.max_seq_len();
-  model.reserve(ws_, widest, B, cache_.max_seq_len());
+  // The largest pass: a batched prefill of equal prompts (group leaders only), one prompt, or (without cache) a
+  // whole sequence.
+  const int widest = options.use_cache ? std::max(P * longest_prompt, B) : cache_->max_seq_len();
+  model.reserve(ws_, widest, B, cache_->max_seq_len());
 }
 
 bool Generator::step() {
@@ -84,6 +132,11 @@ std::vector<int> Generator::last_tokens() const {
 std::vector<std::vector<int>> Generator::sequences() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return sequences_;
+}
+
+long Generator::prefilled_tokens() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return prefilled_tokens_;
 }
 
 bool Generator::advance() {
@@ -118,24 +171,38 @@ void Generator::emit(int row, const float* logits) {
   last_tokens_[row] = token;
 }
 
+void Generator::fan_out(int leader, const float* logits) {
+  emit(leader, logits);
+  for (int k = 1; k < options_.num_return_sequences; ++k) {
+    cache_->copy_row(leader, *cache_, leader + k);
+    emit(leader + k, logits);
+  }
+}
+
 void Generator::prefill() {
+  // Only each group's leader is computed; at prefill every row is active, so the leaders are every n-th row.
   const int V = model_.n_vocab();
-  const int n = static_cast<int>(active_.size());
-  const bool equal_lengths = std::all_of(active_.begin(), active_.end(),
-                                         [&](int row) { return prompt_lens_[row] == prompt_lens_[active_[0]]; });
+  const int n_rows = static_cast<int>(sequences_.size());
+  std::vector<int> leaders;
+  for (int row = 0; row < n_rows; row += options_.num_return_sequences) leaders.push_back(row);
+  const int n = static_cast<int>(leaders.size());
+  const bool equal_lengths = std::all_of(leaders.begin(), leaders.end(),
+                                         [&](int row) { return prompt_lens_[row] == prompt_lens_[leaders[0]]; });
   if (equal_lengths) {
     // One pass over all prompts: the weights are read once for the whole batch.
-    const int T = prompt_lens_[active_[0]];
+    const int T = prompt_lens_[leaders[0]];
     std::vector<int> tokens;
     tokens.reserve(static_cast<std::size_t>(n) * T);
-    for (int row : active_) tokens.insert(tokens.end(), sequences_[row].begin(), sequences_[row].end());
-    model_.forward(tokens.data(), n, T, active_.data(), cache_, ws_, false);
-    for (int i = 0; i < n; ++i) emit(active_[i], ws_.logits.data() + static_cast<std::size_t>(i) * V);
+    for (int row : leaders) tokens.insert(tokens.end(), sequences_[row].begin(), sequences_[row].end());
+    model_.forward(tokens.data(), n, T, leaders.data(), *cache_, ws_, false);
+    prefilled_tokens_ += static_cast<long>(n) * T;
+    for (int i = 0; i < n; ++i) fan_out(leaders[i], ws_.logits.data() + static_cast<std::size_t>(i) * V);
   } else {
     // Ragged prompts: each row alone, so no padding ever enters a row's attention.
-    for (int row : active_) {
-      model_.forward(sequences_[row].data(), 1, prompt_lens_[row], &row, cache_, ws_, false);
-      emit(row, ws_.logits.data());
+    for (int row : leaders) {
+      model_.forward(sequences_[row].data(), 1, prompt_lens_[row], &row, *cache_, ws_, false);
+      prefilled_tokens_ += prompt_lens_[row];
+      fan_out(row, ws_.logits.data());
     }
   }
 }
@@ -144,14 +211,14 @@ void Generator::decode_cached() {
   const int V = model_.n_vocab();
   const int n = static_cast<int>(active_.size());
   for (int i = 0; i < n; ++i) step_tokens_[i] = sequences_[active_[i]].back();
-  model_.forward(step_tokens_.data(), n, 1, active_.data(), cache_, ws_, false);
+  model_.forward(step_tokens_.data(), n, 1, active_.data(), *cache_, ws_, false);
   for (int i = 0; i < n; ++i) emit(active_[i], ws_.logits.data() + static_cast<std::size_t>(i) * V);
 }
 
 void Generator::decode_uncached() {
   for (int row : active_) {
-    cache_.reset_row(row);
-    model_.forward(sequences_[row].data(), 1, static_cast<int>(sequences_[row].size()), &row, cache_, ws_, false);
+    cache_->reset_row(row);
+    model_.forward(sequences_[row].data(), 1, static_cast<int>(sequences_[row].size()), &row, *cache_, ws_, false);
     emit(row, ws_.logits.data());
   }
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <vector>
@@ -21,14 +22,22 @@ struct GenerateOptions {
   int eos_token_id = -1;  // < 0: never stop early
   bool use_cache = true;
   KVType cache_type = KVType::F32;  // how the cache stores keys and values (the uncached baseline's too)
+  // Rows per prompt (transformers' num_return_sequences): each prompt is prefilled once and its keys and values
+  // copied to the other rows of its group, which then sample on their own.
+  int num_return_sequences = 1;
 
   void validate(int n_vocab) const;
 };
 
 class Generator {
  public:
-  // prompts: one list of token ids per batch row, of any lengths (>= 1 each).
-  Generator(const CausalLM& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options);
+  // prompts: one list of token ids per prompt, of any lengths (>= 1 each); rows are the prompts, each repeated
+  // num_return_sequences times (row p * n + k). Without a cache the generator allocates its own, just large enough.
+  // With one (of batch_size = the rows, made by this model), every row continues where the cache stands: prompts
+  // are the tokens after what it holds, and a group's first row holds the context that its other rows, replaced,
+  // get copies of. The cache must outlive the generator; use_cache=false cannot continue one.
+  Generator(const CausalLM& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options,
+            KVCache* cache = nullptr);
 
   // Produces the next token of every unfinished row. Returns false, doing nothing, once all rows are finished.
   bool step();
@@ -42,8 +51,10 @@ class Generator {
   std::vector<int> last_tokens() const;
   // Prompt followed by the generated tokens (the EOS included, when one stopped the row), per row.
   std::vector<std::vector<int>> sequences() const;
+  // Tokens the prefill passed through the model: each prompt once, however many rows it fans out to.
+  long prefilled_tokens() const;
   // Its size is fixed at construction, so reading it needs no lock.
-  const KVCache& cache() const { return cache_; }
+  const KVCache& cache() const { return *cache_; }
 
  private:
   bool advance();  // step()'s work, with the lock held
@@ -51,6 +62,8 @@ class Generator {
   void decode_cached();
   void decode_uncached();
   void emit(int row, const float* logits);
+  // A group leader's prefill is done: its followers get copies of its keys and values and sample from its logits.
+  void fan_out(int leader, const float* logits);
 
   const CausalLM& model_;
   GenerateOptions options_;
@@ -60,10 +73,12 @@ class Generator {
   std::vector<int> step_tokens_;  // (B) inputs of one decode step, packed over the active rows
   std::vector<int> last_tokens_;  // (B)
   std::vector<std::mt19937_64> rngs_;  // one per row: a row's draws do not depend on the rest of the batch
-  KVCache cache_;
+  std::unique_ptr<KVCache> owned_cache_;  // the generator's own cache, when none was given
+  KVCache* cache_;
   Workspace ws_;
   Sampler sampler_;
   bool prefilled_ = false;
+  long prefilled_tokens_ = 0;
   // Held for the whole of a step and by the readers: steps from several threads run one after another, and a
   // reader waits for the step in progress (a pthread mutex allocates nothing, so decode stays allocation-free).
   mutable std::mutex mutex_;

@@ -2,12 +2,19 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <string>
 
 #include "errors.h"
 #include "huge_pages.h"
 
 namespace kvcache {
+
+namespace {
+const char* kv_type_label(KVType type) {
+  return type == KVType::F32 ? "float32" : type == KVType::F16 ? "float16" : "bfloat16";
+}
+}  // namespace
 
 KVCache::KVCache(const CacheShape& config, int batch_size, int max_seq_len, const void* owner, KVType type)
     : n_layer_(config.n_layer),
@@ -54,6 +61,90 @@ void KVCache::reset() {
 }
 
 void KVCache::reset_row(int row) { seq_lens_[row] = 0; }
+
+void KVCache::check_row(int row, const char* what) const {
+  if (row < 0 || row >= batch_size_) {
+    fail(std::string(what) + " row " + std::to_string(row) + " is outside the cache's batch_size " +
+         std::to_string(batch_size_));
+  }
+}
+
+std::byte* KVCache::raw_block(int layer, int kv, int row, int head) {
+  if (type_ == KVType::F32) return reinterpret_cast<std::byte*>(block<float>(layer, kv, row, head));
+  return reinterpret_cast<std::byte*>(block<uint16_t>(layer, kv, row, head));
+}
+
+void KVCache::crop_row(int row, int max_length) {
+  check_row(row, "crop");
+  require(max_length >= 0, "crop length must be >= 0, got " + std::to_string(max_length));
+  const Hold hold(*this, "crop");
+  seq_lens_[row] = std::min(seq_lens_[row], max_length);
+}
+
+void KVCache::copy_row(int src, KVCache& dst, int dst_row) {
+  check_row(src, "source");
+  dst.check_row(dst_row, "destination");
+  require(dst.owner_ == owner_, "cannot copy between the caches of two models");
+  require(dst.type_ == type_, "cannot copy a " + std::string(kv_type_label(type_)) + " cache row into a " +
+                                  kv_type_label(dst.type_) + " cache");
+  const int n = seq_lens_[src];
+  require(n <= dst.max_seq_len_, "row " + std::to_string(src) + " holds " + std::to_string(n) +
+                                     " positions, more than the destination's max_seq_len=" +
+                                     std::to_string(dst.max_seq_len_));
+  const Hold hold(*this, "copy a row of");
+  std::unique_ptr<Hold> dst_hold;
+  if (&dst != this) dst_hold = std::make_unique<Hold>(dst, "copy a row into");
+  if (&dst == this && dst_row == src) return;
+  const std::size_t bytes = static_cast<std::size_t>(n) * head_dim_ * element_bytes();
+  for (int l = 0; l < n_layer_; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int h = 0; h < n_kv_head_; ++h) std::memcpy(dst.raw_block(l, kv, dst_row, h), raw_block(l, kv, src, h), bytes);
+    }
+  }
+  dst.seq_lens_[dst_row] = n;
+}
+
+KVCache KVCache::clone() const {
+  const Hold hold(const_cast<KVCache&>(*this), "copy");
+  KVCache out(CacheShape{n_layer_, n_kv_head_, head_dim_, max_seq_len_}, batch_size_, max_seq_len_, owner_, type_);
+  out.f32_ = f32_;
+  out.b16_ = b16_;
+  out.seq_lens_ = seq_lens_;
+  out.cross_ = cross_;
+  return out;
+}
+
+void KVCache::read_positions(int row, int start, int n, void* out) const {
+  check_row(row, "read");
+  require(start >= 0 && n >= 0 && start + n <= seq_lens_[row],
+          "positions [" + std::to_string(start) + ", " + std::to_string(start + n) + ") are outside the " +
+              std::to_string(seq_lens_[row]) + " that row " + std::to_string(row) + " holds");
+  const Hold hold(const_cast<KVCache&>(*this), "read");
+  const std::size_t bytes = static_cast<std::size_t>(n) * head_dim_ * element_bytes();
+  const std::size_t offset = static_cast<std::size_t>(start) * head_dim_ * element_bytes();
+  auto* dst = static_cast<std::byte*>(out);
+  for (int l = 0; l < n_layer_; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int h = 0; h < n_kv_head_; ++h, dst += bytes) std::memcpy(dst, raw_block(l, kv, row, h) + offset, bytes);
+    }
+  }
+}
+
+void KVCache::append_positions(int row, int n, const void* in) {
+  check_row(row, "append to");
+  require(n >= 0, "cannot append " + std::to_string(n) + " positions");
+  check_room(row, n);
+  const Hold hold(*this, "append to");
+  const std::size_t bytes = static_cast<std::size_t>(n) * head_dim_ * element_bytes();
+  const std::size_t offset = static_cast<std::size_t>(seq_lens_[row]) * head_dim_ * element_bytes();
+  const auto* src = static_cast<const std::byte*>(in);
+  for (int l = 0; l < n_layer_; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int h = 0; h < n_kv_head_; ++h, src += bytes) std::memcpy(raw_block(l, kv, row, h) + offset, src, bytes);
+    }
+  }
+  seq_lens_[row] += n;
+}
 
 void KVCache::crop(int max_length) {
   require(max_length >= 0, "crop length must be >= 0, got " + std::to_string(max_length));

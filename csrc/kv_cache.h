@@ -62,6 +62,20 @@ class KVCache {
   void reset();                        // every row back to length 0; memory is kept
   void reset_row(int row);
   void crop(int max_length);           // drop positions >= max_length in every row
+  void crop_row(int row, int max_length);
+
+  // The per-row operations that reuse computed keys and values instead of recomputing them (fan-out, beams,
+  // prefix caching, sessions; llama.cpp's seq_cp / seq_rm). Each checks its rows, lengths, and that both caches
+  // belong to one model and store one type, before anything is written.
+  // Row dst of dst (this cache or another) becomes a copy of row src: its filled positions only.
+  void copy_row(int src, KVCache& dst, int dst_row);
+  // A new cache of the same model, size and type holding the same positions.
+  KVCache clone() const;
+  // Positions [start, start + n) of a row packed as (L, 2, NKV, n, HS) elements of the cache's type (float32, or
+  // the 16 bits of float16 / bfloat16) into out, element_bytes() each.
+  void read_positions(int row, int start, int n, void* out) const;
+  // The same packing of n positions appended at the row's end; the row's length advances by n.
+  void append_positions(int row, int n, const void* in);
 
   // The cross-attention K/V beside the self-attention ones (transformers' EncoderDecoderCache), or none. Computed
   // once per call from the encoder states by the model that reads them; shared, not copied, by copies of the cache.
@@ -86,6 +100,12 @@ class KVCache {
  private:
   template <class E>
   E* block(int layer, int kv, int row, int head);
+  // A (max_seq_len, HS) block as bytes, whatever the type.
+  std::byte* raw_block(int layer, int kv, int row, int head);
+  const std::byte* raw_block(int layer, int kv, int row, int head) const {
+    return const_cast<KVCache*>(this)->raw_block(layer, kv, row, head);
+  }
+  void check_row(int row, const char* what) const;
 
   int n_layer_, n_kv_head_, head_dim_, batch_size_, max_seq_len_;
   const void* owner_;

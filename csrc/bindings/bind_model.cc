@@ -3,7 +3,9 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <algorithm>
 #include <numeric>
+#include <optional>
 
 #include "../llama_model.h"
 #include "../model.h"
@@ -17,13 +19,19 @@ namespace kvcache::bindings {
 
 namespace {
 
-py::array_t<float> forward(const CausalLM& model, const py::array& tokens, KVCache* cache) {
+// tokens (B, T) over cache rows `rows` (default 0..B-1; a throwaway cache without one) -> logits (B, T, V), or
+// (B, V) of each row's last token with last_only (a prompt's logits alone are B x T x V floats).
+py::array_t<float> forward(const CausalLM& model, const py::array& tokens, KVCache* cache,
+                           const std::optional<std::vector<int>>& rows_arg, bool last_only) {
   int rows = 0, T = 0;
   // before the dtype: NumPy makes [] and [[]] float64 arrays, which are empty rather than of the wrong type
   if (tokens.size() == 0) throw py::value_error("forward needs at least one token; got an empty array");
   std::vector<int> ids = token_matrix(tokens, rows, T);
   std::unique_ptr<KVCache> scratch;
+  std::vector<int> cache_rows(rows);
+  std::iota(cache_rows.begin(), cache_rows.end(), 0);
   if (cache == nullptr) {  // no cache given: a throwaway one just big enough for this call
+    if (rows_arg) throw py::value_error("rows are cache rows: give a cache with them");
     if (T > model.n_ctx()) {
       throw py::value_error("sequence of " + std::to_string(T) + " tokens is longer than n_ctx=" +
                             std::to_string(model.n_ctx()));
@@ -32,20 +40,30 @@ py::array_t<float> forward(const CausalLM& model, const py::array& tokens, KVCac
     cache = scratch.get();
   } else {
     model.check_owns(*cache);
-    if (rows != cache->batch_size()) {
+    if (rows_arg) {
+      if (static_cast<int>(rows_arg->size()) != rows) {
+        throw py::value_error(std::to_string(rows_arg->size()) + " cache rows given for a token batch of " +
+                              std::to_string(rows) + " rows");
+      }
+      cache_rows = *rows_arg;
+      std::vector<int> sorted = cache_rows;
+      std::sort(sorted.begin(), sorted.end());
+      if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+        throw py::value_error("cache rows must be distinct: two input rows cannot write one cache row");
+      }
+    } else if (rows != cache->batch_size()) {
       throw py::value_error("token batch of " + std::to_string(rows) + " rows does not match the cache's batch_size " +
                             std::to_string(cache->batch_size()));
     }
   }
-  std::vector<int> cache_rows(rows);
-  std::iota(cache_rows.begin(), cache_rows.end(), 0);
   Workspace ws;
   {
     GilRelease release;
-    model.forward(ids.data(), rows, T, cache_rows.data(), *cache, ws, /*all_logits=*/true);
+    model.forward(ids.data(), rows, T, cache_rows.data(), *cache, ws, /*all_logits=*/!last_only);
   }
   const py::ssize_t V = model.n_vocab();
-  py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(T), V});
+  py::array_t<float> out = last_only ? py::array_t<float>({static_cast<py::ssize_t>(rows), V})
+                                     : py::array_t<float>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(T), V});
   std::copy(ws.logits.data(), ws.logits.data() + out.size(), out.mutable_data());
   return out;
 }
@@ -95,7 +113,8 @@ void register_model(py::module_& m) {
              return m.new_cache(batch_size, max_seq_len, kv_type(dtype));
            },
            py::arg("batch_size"), py::arg("max_seq_len"), py::arg("dtype") = "float32", py::keep_alive<0, 1>())
-      .def("forward", &forward, py::arg("tokens"), py::arg("cache") = nullptr);
+      .def("forward", &forward, py::arg("tokens"), py::arg("cache") = nullptr, py::arg("rows") = py::none(),
+           py::arg("last_only") = false);
   refuse_direct_creation(base, "CausalLM", "load a model");
 
   auto llama = py::class_<LlamaModel, CausalLM, std::shared_ptr<LlamaModel>>(m, "LlamaModel",

@@ -10,7 +10,10 @@ import numpy as np
 
 from . import _core
 from ._core import KVCache
-from .arguments import check_bool, check_dtype, check_float, check_int, check_seed, check_token_id
+from .arguments import check_bool, check_dtype, check_int, check_token_id
+from .fingerprint import weights_fingerprint
+from .generation import GenerationRun
+from .prefix_cache import PrefixCache
 
 _FROM_CONFIG = object()  # sentinel: "use the eos_token_id of the model's config"
 
@@ -51,6 +54,8 @@ class CausalLM:
         self.tokenizer = tokenizer
         # An end-of-text id outside the vocabulary (a small test config) can never be produced: no early stop.
         self.eos_token_id = eos_token_id if eos_token_id is not None and eos_token_id < core.n_vocab else None
+        self._prefix_cache: Optional[PrefixCache] = None
+        self._fingerprint: Optional[str] = None
 
     @property
     def config(self):
@@ -79,10 +84,12 @@ class CausalLM:
         return self._need_tokenizer().decode(ids)
 
     def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: int = 20, **kwargs) -> Union[str, List[str]]:
-        """Prompt text (or a list of them) -> prompt + continuation. Keywords as generate_ids()."""
+        """Prompt text (or a list of them) -> prompt + continuation (a list of num_return_sequences texts per
+        prompt when more than one). Keywords as generate_ids()."""
         tok = self._need_tokenizer()
         if isinstance(prompt, str):
-            return tok.decode(self.generate_ids(self._encode_prompt(prompt), max_new_tokens, **kwargs))
+            out = self.generate_ids(self._encode_prompt(prompt), max_new_tokens, **kwargs)
+            return tok.decode(out) if not out or not isinstance(out[0], list) else [tok.decode(o) for o in out]
         if not isinstance(prompt, (list, tuple)):
             raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
         if len(prompt) == 0:
@@ -100,21 +107,22 @@ class CausalLM:
 
     def stream(self, prompt: str, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
-               use_cache: bool = True, cache_dtype: str = "float32") -> Iterator[str]:
+               use_cache: bool = True, cache_dtype: Optional[str] = None,
+               cache: Optional[KVCache] = None) -> Iterator[str]:
         """Yield the continuation of one prompt piece by piece, as it is produced. Keywords as generate_ids(). Bad
         arguments raise here, at the call, not at the first next()."""
         tok = self._need_tokenizer()
-        generator = self._generator([self._encode_prompt(prompt)], max_new_tokens, do_sample=do_sample,
-                                    temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                                    eos_token_id=eos_token_id, use_cache=use_cache, cache_dtype=cache_dtype)
-        return self._pieces(tok, generator)
+        run = self._run([self._encode_prompt(prompt)], max_new_tokens, do_sample=do_sample,
+                        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id,
+                        use_cache=use_cache, cache_dtype=cache_dtype, cache=cache)
+        return self._pieces(tok, run)
 
     @staticmethod
-    def _pieces(tok, generator: _core.Generator) -> Iterator[str]:
+    def _pieces(tok, run: GenerationRun) -> Iterator[str]:
         produced: List[int] = []
         emitted = ""
-        while generator.step():
-            produced.append(generator.last_tokens[0])
+        while run.step():
+            produced.append(run.generator.last_tokens[0])
             text = tok.decode(produced)
             if text.endswith("\ufffd"):  # a multi-byte character still incomplete: wait for its next byte
                 continue
@@ -128,7 +136,10 @@ class CausalLM:
     # ---- ids ----------------------------------------------------------------------------------------------------
     def generate_ids(self, ids, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
                      top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
-                     use_cache: bool = True, cache_dtype: str = "float32") -> Union[List[int], List[List[int]]]:
+                     use_cache: bool = True, cache_dtype: Optional[str] = None, num_return_sequences: int = 1,
+                     num_beams: int = 1, length_penalty: float = 1.0, early_stopping: Union[bool, str] = False,
+                     cache: Optional[KVCache] = None,
+                     past_key_values: Optional[KVCache] = None) -> Union[List[int], List[List[int]]]:
         """Token ids (one list, or a list of lists of any lengths) -> prompt + new ids, per row.
 
         do_sample=False is greedy and ignores temperature/top_k/top_p. temperature > 0 divides the logits
@@ -136,36 +147,49 @@ class CausalLM:
         whose probability reaches top_p (1.0 = off). seed makes sampling reproducible. Generation stops at
         eos_token_id (default: the config's; None = never) or after max_new_tokens. use_cache=False recomputes
         the whole sequence at every step: the baseline the KV cache is measured against. cache_dtype stores the
-        keys and values as "float32", "float16" (half the cache's bytes; values beyond +-65504 saturate) or
-        "bfloat16" (half the bytes, float32's range, 8 bits of precision).
-        """
-        rows, single = _as_id_rows(ids, self.config.n_vocab)
-        generator = self._generator(rows, max_new_tokens, do_sample=do_sample, temperature=temperature,
-                                    top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id,
-                                    use_cache=use_cache, cache_dtype=cache_dtype)
-        generator.run()
-        out = [list(s) for s in generator.sequences]
-        return out[0] if single else out
+        keys and values as "float32" (default), "float16" (half the cache's bytes; values beyond +-65504 saturate)
+        or "bfloat16" (half the bytes, float32's range, 8 bits of precision).
 
-    def _generator(self, rows: List[List[int]], max_new_tokens: int, *, do_sample: bool = False,
-                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
-                   eos_token_id=_FROM_CONFIG, use_cache: bool = True, cache_dtype: str = "float32") -> _core.Generator:
-        if not rows:
-            raise ValueError("no prompt given")
-        do_sample, use_cache = check_bool("do_sample", do_sample), check_bool("use_cache", use_cache)
-        if eos_token_id is _FROM_CONFIG:
-            eos_token_id = self.eos_token_id
-        if eos_token_id is not None:
-            check_int("eos_token_id", eos_token_id, 0)
-        seed = check_seed(seed)
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little") if do_sample else 0
-        return _core.Generator(
-            self._core, rows, max_new_tokens=check_int("max_new_tokens", max_new_tokens, 0), do_sample=do_sample,
-            temperature=check_float("temperature", temperature), top_k=check_int("top_k", top_k),
-            top_p=check_float("top_p", top_p), seed=seed,
-            eos_token_id=-1 if eos_token_id is None else eos_token_id, use_cache=use_cache,
-            cache_dtype=check_dtype("cache_dtype", cache_dtype))
+        num_return_sequences=n: n rows per prompt (prompt-major, as transformers), the prompt prefilled once and its
+        keys and values copied to the other rows; the same as a batch of n copies of the prompt with the same seed.
+        num_beams > 1: beam search as transformers' (do_sample=False, length_penalty, early_stopping True / False /
+        "never"), returning the num_return_sequences best beams per prompt.
+        cache: continue an existing cache (model.new_cache(batch_size=prompts x num_return_sequences)): ids are the
+        tokens after what each row holds, and the cache is left holding every returned token but the last.
+        past_key_values: as transformers, ids are whole sequences whose first get_seq_length() tokens the cache
+        holds. Without either, a prefix cache (enable_prefix_cache) supplies the blocks it holds.
+        A single prompt with num_return_sequences=1 gives one list of ids; otherwise a list per generated row."""
+        rows, single = _as_id_rows(ids, self.config.n_vocab)
+        num_return_sequences = check_int("num_return_sequences", num_return_sequences, 1)
+        if check_int("num_beams", num_beams, 1) > 1:
+            if do_sample is not False:
+                raise ValueError("num_beams > 1 is beam search, which here is deterministic: do_sample must be False")
+            if cache is not None or past_key_values is not None or not check_bool("use_cache", use_cache):
+                raise ValueError("beam search runs on a cache of its own: no cache=, past_key_values= or "
+                                 "use_cache=False")
+            from .beam_search import beam_search
+
+            out = beam_search(self, rows, max_new_tokens, num_beams=num_beams,
+                              num_return_sequences=num_return_sequences, length_penalty=length_penalty,
+                              early_stopping=early_stopping, eos_token_id=self._eos(eos_token_id),
+                              cache_dtype=cache_dtype)
+        else:
+            run = self._run(rows, max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed, eos_token_id=eos_token_id, use_cache=use_cache,
+                            cache_dtype=cache_dtype, num_return_sequences=num_return_sequences, cache=cache,
+                            past_key_values=past_key_values)
+            run.run()
+            out = run.sequences
+        return out[0] if single and num_return_sequences == 1 else out
+
+    def _eos(self, eos_token_id) -> Optional[int]:
+        return self.eos_token_id if eos_token_id is _FROM_CONFIG else eos_token_id
+
+    def _run(self, rows: List[List[int]], max_new_tokens: int, *, eos_token_id=_FROM_CONFIG, cache=None,
+             past_key_values=None, **options) -> GenerationRun:
+        prefix_cache = self._prefix_cache if cache is None and past_key_values is None else None
+        return GenerationRun(self, rows, max_new_tokens, eos_token_id=self._eos(eos_token_id), cache=cache,
+                             past_key_values=past_key_values, prefix_cache=prefix_cache, **options)
 
     # ---- the cache ----------------------------------------------------------------------------------------------
     def new_cache(self, batch_size: int = 1, max_seq_len: Optional[int] = None, dtype: str = "float32") -> KVCache:
@@ -176,15 +200,70 @@ class CausalLM:
         return self._core.new_cache(check_int("batch_size", batch_size, 1), check_int("max_seq_len", max_seq_len, 1),
                                     check_dtype("dtype", dtype))
 
-    def forward(self, tokens, cache: Optional[KVCache] = None) -> np.ndarray:
-        """tokens (B, T) -> logits (B, T, n_vocab) float32. With a cache, each row continues at its own length and
-        the new K/V are appended; without one, the tokens are a whole sequence starting at position 0."""
+    def forward(self, tokens, cache: Optional[KVCache] = None, *, rows: Optional[Sequence[int]] = None,
+                logits: str = "all") -> np.ndarray:
+        """tokens (B, T) -> logits (B, T, n_vocab) float32, or (B, n_vocab) of each row's last token with
+        logits="last". With a cache, each row continues at its own length and the new K/V are appended (input row
+        i into cache row rows[i], default i); without one, the tokens are a whole sequence starting at position 0."""
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
+        if logits not in ("all", "last"):
+            raise ValueError(f"logits must be 'all' or 'last', got {logits!r}")
         tokens = np.asarray(tokens)
         if tokens.ndim == 1:
             tokens = tokens[None, :]
-        return self._core.forward(tokens, cache)
+        if rows is not None:
+            rows = [check_int("rows[i]", r, 0) for r in rows]
+        return self._core.forward(tokens, cache, rows, logits == "last")
 
     __call__ = forward
+
+    # ---- reusing the cache ----------------------------------------------------------------------------------------
+    def session(self, max_seq_len: Optional[int] = None, dtype: str = "float32") -> "Session":
+        """A conversation that owns one cache (batch 1, max_seq_len positions, default n_ctx): each call prefills
+        only the tokens the cache does not hold yet (session.py)."""
+        from .session import Session
+
+        return Session(self, max_seq_len=max_seq_len, dtype=dtype)
+
+    def load_session(self, path: Union[str, os.PathLike], max_seq_len: Optional[int] = None) -> "Session":
+        """A session saved by Session.save(), continued with this model; refused (ValueError) if the file is not a
+        session file of this very model (weights, weights_dtype), or is damaged."""
+        from .session import Session
+
+        return Session.load(self, path, max_seq_len=max_seq_len)
+
+    def enable_prefix_cache(self, max_bytes: int = 256 << 20, block_size: int = 32) -> PrefixCache:
+        """Keep the keys and values of prompts in blocks of block_size tokens (at most max_bytes, least recently used
+        evicted): a later generate call whose prompt starts with held blocks copies them instead of computing them,
+        with identical results. Returns the prefix cache (also model.prefix_cache)."""
+        self._prefix_cache = PrefixCache(check_int("max_bytes", max_bytes, 0, None),
+                                         check_int("block_size", block_size, 1))
+        return self._prefix_cache
+
+    def disable_prefix_cache(self) -> None:
+        self._prefix_cache = None
+
+    @property
+    def prefix_cache(self) -> Optional[PrefixCache]:
+        """The prefix cache generate calls use, or None. Assignable: a PrefixCache (shared by models only if they
+        are one model: its blocks are this model's keys and values) or None."""
+        return self._prefix_cache
+
+    @prefix_cache.setter
+    def prefix_cache(self, value: Optional[PrefixCache]) -> None:
+        if value is not None and not isinstance(value, PrefixCache):
+            raise TypeError(f"prefix_cache must be a PrefixCache or None, got {type(value).__name__}")
+        self._prefix_cache = value
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the weights as computed (the float32 parameters sampled, their names and shapes, the
+        weights_dtype): what a saved session must match to be continued by this model."""
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self._fingerprint_tensors(), self.weights_dtype)
+        return self._fingerprint
+
+    def _fingerprint_tensors(self):
+        raise NotImplementedError
 

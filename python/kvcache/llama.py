@@ -14,6 +14,7 @@ from ._core import LlamaConfig
 from .arguments import SEED_MAX, check_dtype, check_int
 from .causal_lm import CausalLM
 from .chat_template import render_chat
+from .fingerprint import weights_fingerprint
 from .llama_loading import is_gguf, load_gguf, load_hf_dir
 
 
@@ -44,7 +45,9 @@ class Llama(CausalLM):
             raise ValueError(f"the tokenizer of {path} has {tokenizer.vocab_size} tokens, fewer than the model's "
                              f"vocab_size={config.n_vocab}")
         core = _core.LlamaModel.from_tensors(config, loaded.tensors, weights_dtype)
-        return cls(core, tokenizer, loaded.eos_token_id)
+        model = cls(core, tokenizer, loaded.eos_token_id)
+        model._fingerprint = weights_fingerprint(loaded.tensors, core.weights_dtype)
+        return model
 
     @classmethod
     def from_config(cls, config: LlamaConfig, seed: int = 0, weights_dtype: str = "float32") -> "Llama":
@@ -61,7 +64,9 @@ class Llama(CausalLM):
                 tensors[name] = np.zeros(shape, dtype=np.float32)
             else:
                 tensors[name] = rng.normal(0.0, 0.02, size=shape).astype(np.float32)
-        return cls(_core.LlamaModel.from_tensors(config, tensors, check_dtype("weights_dtype", weights_dtype)))
+        model = cls(_core.LlamaModel.from_tensors(config, tensors, check_dtype("weights_dtype", weights_dtype)))
+        model._fingerprint = weights_fingerprint(tensors, model.weights_dtype)
+        return model
 
     @property
     def config(self) -> LlamaConfig:

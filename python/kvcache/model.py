@@ -77,6 +77,9 @@ class GPT2(CausalLM):
         """Bytes one decode step reads: the matrices in weights_dtype, embeddings, biases and norms in float32."""
         return self._core.weights_nbytes
 
+    def _fingerprint_tensors(self):
+        return self._core.state_dict()
+
     def state_dict(self) -> dict:
         """Read-only NumPy views of every parameter, by Hugging Face name (without the "transformer." prefix)."""
         return self._core.state_dict()
