@@ -375,6 +375,7 @@ def test_encoder_states_of_any_float_array_or_tensor(cross):
     np.testing.assert_array_equal(ck.model.forward(ids, encoder_hidden_states=as_bf16),
                                   ck.model.forward(ids, encoder_hidden_states=as_bf16.float().numpy()))
     np.testing.assert_array_equal(ck.model.forward(ids[0], encoder_hidden_states=states[:1]), expected[:1])  # 1-D
+    np.testing.assert_array_equal(ck.model(ids, encoder_hidden_states=states), expected)  # __call__ is forward
 
 
 # ---- 7. errors -------------------------------------------------------------------------------------------------------
