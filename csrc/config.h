@@ -10,6 +10,9 @@ struct GPT2Config {
   int n_head = 12;      // NH: attention heads; head size HS = C / NH
   int n_layer = 12;     // L: transformer blocks
   float eps = 1e-5f;    // layer_norm_epsilon
+  // A cross-attention block in every layer, over an encoder's states ("add_cross_attention"; the decoders of
+  // VisionEncoderDecoder): cross_cache.h.
+  bool add_cross_attention = false;
 
   int head_dim() const { return n_embd / n_head; }
 

@@ -53,8 +53,13 @@ int required_length(const std::vector<std::vector<int>>& prompts, const Generate
 void check_given_cache(const KVCache& cache, const std::vector<std::vector<int>>& sequences,
                        const GenerateOptions& options, const CausalLM& model) {
   model.check_owns(cache);
-  require(options.use_cache, "use_cache=False recomputes every sequence from its start; it cannot continue a cache");
   const int B = static_cast<int>(sequences.size());
+  // the uncached baseline may run on a given cache only from empty rows (it resets them at every step): a cache
+  // that carries cross-attention keys and values, say
+  bool empty = true;
+  for (int r = 0; r < cache.batch_size(); ++r) empty = empty && cache.seq_len(r) == 0;
+  require(options.use_cache || empty,
+          "use_cache=False recomputes every sequence from its start; it cannot continue a cache");
   require(cache.batch_size() == B, "the cache has batch_size " + std::to_string(cache.batch_size()) + ", but " +
                                        std::to_string(B) + " sequences are generated");
   const int n = options.num_return_sequences;

@@ -26,6 +26,13 @@ class GPT2Model final : public CausalLM {
   void reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_len) const override;
   std::size_t weights_nbytes() const override { return weights_->compute_nbytes(); }
 
+  // A model with cross-attention (config().add_cross_attention): computes every layer's cross keys and values of
+  // the encoder states (B, S, C), float32 row-major, once, into a new CrossCache attached to cache (replacing any
+  // there); every forward over the cache then attends over them. Throws std::invalid_argument naming the values
+  // unless this model made the cache, has cross-attention, B == cache.batch_size(), C == n_embd, S >= 1 and every
+  // value is finite.
+  void set_encoder_states(KVCache& cache, const float* states, int B, int S, int C) const;
+
  protected:
   void compute(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,
                bool all_logits) const override;

@@ -67,6 +67,23 @@ void require_no_extra_layers(const SafeTensorsFile& file, const GPT2Config& conf
   }
 }
 
+// A cross-attention tensor under a config without cross-attention: loading the rest would run the decoder without
+// the encoder, a different model. (crossattention.bias / masked_bias are old checkpoints' mask buffers, not
+// parameters: transformers ignores them, as we do attn.bias.)
+void require_no_cross_tensors(const SafeTensorsFile& file, const std::string& path) {
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  for (const std::string& full : file.names()) {
+    const bool cross = full.find(".ln_cross_attn.") != std::string::npos ||
+                       full.find(".crossattention.") != std::string::npos;
+    if (!cross) continue;
+    if (ends_with(full, ".crossattention.bias") || ends_with(full, ".crossattention.masked_bias")) continue;
+    fail("'" + path + "' holds cross-attention tensor '" + full + "', but config.json has add_cross_attention "
+         "false (or absent): loading it as a plain GPT-2 would drop the cross-attention and compute another model");
+  }
+}
+
 }  // namespace
 
 int64_t ParamSlot::numel() const {
@@ -94,6 +111,16 @@ std::vector<ParamSlot> GPT2Weights::slots() {
     s.push_back({p + "attn.c_proj.bias", {C}, &w.attn_proj_b, I::Zeros});
     s.push_back({p + "ln_2.weight", {C}, &w.ln_2_w, I::Ones});
     s.push_back({p + "ln_2.bias", {C}, &w.ln_2_b, I::Zeros});
+    if (config_.add_cross_attention) {  // transformers' order; its c_proj is a residual projection like attn's
+      s.push_back({p + "crossattention.c_attn.weight", {C, 2 * C}, &w.cross_kv_w, I::Normal});
+      s.push_back({p + "crossattention.c_attn.bias", {2 * C}, &w.cross_kv_b, I::Zeros});
+      s.push_back({p + "crossattention.q_attn.weight", {C, C}, &w.cross_q_w, I::Normal});
+      s.push_back({p + "crossattention.q_attn.bias", {C}, &w.cross_q_b, I::Zeros});
+      s.push_back({p + "crossattention.c_proj.weight", {C, C}, &w.cross_proj_w, I::ResidualNormal});
+      s.push_back({p + "crossattention.c_proj.bias", {C}, &w.cross_proj_b, I::Zeros});
+      s.push_back({p + "ln_cross_attn.weight", {C}, &w.ln_cross_w, I::Ones});
+      s.push_back({p + "ln_cross_attn.bias", {C}, &w.ln_cross_b, I::Zeros});
+    }
     s.push_back({p + "mlp.c_fc.weight", {C, 4 * C}, &w.c_fc_w, I::Normal});
     s.push_back({p + "mlp.c_fc.bias", {4 * C}, &w.c_fc_b, I::Zeros});
     s.push_back({p + "mlp.c_proj.weight", {4 * C, C}, &w.mlp_proj_w, I::ResidualNormal});
@@ -124,7 +151,11 @@ std::unique_ptr<GPT2Weights> GPT2Weights::load(const std::string& path, const GP
   };
   auto check = [&](const std::string& name, const std::vector<int64_t>& shape) -> const TensorInfo& {
     const TensorInfo* info = find(name);
-    if (info == nullptr) fail("missing tensor '" + name + "' in '" + path + "'");
+    if (info == nullptr) {
+      const bool cross = name.find("cross") != std::string::npos;
+      fail("missing tensor '" + name + "' in '" + path + "'" +
+           (cross ? " (config.json has add_cross_attention true: every layer needs its cross-attention)" : ""));
+    }
     if (info->shape != shape) {
       fail("tensor '" + name + "' has shape " + shape_text(info->shape) + ", expected " + shape_text(shape) +
            " from config.json");
@@ -151,6 +182,7 @@ std::unique_ptr<GPT2Weights> GPT2Weights::load(const std::string& path, const GP
     if (!in_place(*infos.back())) to_convert += slot.numel();
   }
   require_no_extra_layers(file, config, path);
+  if (!config.add_cross_attention) require_no_cross_tensors(file, path);
   if (head != nullptr && !in_place(*head)) to_convert += head->numel();
   w->arena_ = xt::xtensor<float, 1>::from_shape({static_cast<std::size_t>(to_convert)});
   advise_huge_pages(w->arena_.data(), w->arena_.size() * sizeof(float));
@@ -211,6 +243,11 @@ void GPT2Weights::build_matrices(WeightType type) {
     jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true});
     jobs.push_back({&l.c_fc, l.c_fc_w, C, 4 * C, true});
     jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true});
+    if (config_.add_cross_attention) {
+      jobs.push_back({&l.cross_kv, l.cross_kv_w, C, 2 * C, true});
+      jobs.push_back({&l.cross_q, l.cross_q_w, C, C, true});
+      jobs.push_back({&l.cross_proj, l.cross_proj_w, C, C, true});
+    }
   }
   jobs.push_back({&lm_head_matrix, lm_head, V, C, false});
   // The kernels read the copy from now on; the file's pages of the source would only count twice in the RSS.
@@ -223,12 +260,18 @@ void GPT2Weights::build_matrices(WeightType type) {
 
 std::size_t GPT2Weights::compute_nbytes() const {
   const std::size_t C = config_.n_embd, V = config_.n_vocab, L = config_.n_layer;
-  const std::size_t matrix_elements = L * 12 * C * C + V * C;  // c_attn 3C^2, attn_proj C^2, c_fc 4C^2, mlp_proj 4C^2
+  const bool cross = config_.add_cross_attention;
+  // c_attn 3C^2, attn_proj C^2, c_fc 4C^2, mlp_proj 4C^2 (+ cross_q and cross_proj C^2 each)
+  const std::size_t matrix_elements = L * (12 + (cross ? 2 : 0)) * C * C + V * C;
   const auto per_element = static_cast<std::size_t>(element_bytes(weight_type_));
   std::size_t scale_bytes = 0;
-  if (weight_type_ == WeightType::I8) scale_bytes = (L * (3 * C + C + 4 * C + C) + V) * sizeof(float);
+  if (weight_type_ == WeightType::I8) {
+    scale_bytes = (L * (3 * C + C + 4 * C + C + (cross ? 2 * C : 0)) + V) * sizeof(float);
+  }
+  // crossattention.c_attn (C, 2C) and its bias are read once per call, by set_encoder_states, not by a step
+  const std::size_t cross_kv_floats = cross ? L * (2 * C * C + 2 * C) : 0;
   // everything else (embeddings, biases, layernorms) stays float32; a tied wte is counted once, as the lm_head
-  const std::size_t rest = nbytes() - matrix_elements * sizeof(float);
+  const std::size_t rest = nbytes() - (matrix_elements + cross_kv_floats) * sizeof(float);
   return matrix_elements * per_element + scale_bytes + rest;
 }
 

@@ -33,12 +33,24 @@ struct LayerWeights {
   const float* c_fc_b = nullptr;       // (4C)
   const float* mlp_proj_w = nullptr;   // (4C, C)
   const float* mlp_proj_b = nullptr;   // (C)
+  // add_cross_attention only (else null): ln_cross_attn and crossattention, between attn and mlp
+  const float* ln_cross_w = nullptr;    // (C)
+  const float* ln_cross_b = nullptr;    // (C)
+  const float* cross_kv_w = nullptr;    // (C, 2C)   crossattention.c_attn: k, v of the encoder states side by side
+  const float* cross_kv_b = nullptr;    // (2C)
+  const float* cross_q_w = nullptr;     // (C, C)    crossattention.q_attn
+  const float* cross_q_b = nullptr;     // (C)
+  const float* cross_proj_w = nullptr;  // (C, C)    crossattention.c_proj
+  const float* cross_proj_b = nullptr;  // (C)
 
-  // The four matrices as the kernels read them (copies of the tensors above), shapes as (out, in).
-  Matrix c_attn;     // (3C, C)
-  Matrix attn_proj;  // (C, C)
-  Matrix c_fc;       // (4C, C)
-  Matrix mlp_proj;   // (C, 4C)
+  // The matrices as the kernels read them (copies of the tensors above), shapes as (out, in).
+  Matrix c_attn;      // (3C, C)
+  Matrix attn_proj;   // (C, C)
+  Matrix c_fc;        // (4C, C)
+  Matrix mlp_proj;    // (C, 4C)
+  Matrix cross_kv;    // (2C, C)  add_cross_attention only
+  Matrix cross_q;     // (C, C)
+  Matrix cross_proj;  // (C, C)
 };
 
 // One named parameter: where its pointer lives, its shape and how GPT-2 initialises it.
@@ -64,10 +76,12 @@ class GPT2Weights {
   const float* lm_head = nullptr;  // (V, C): == wte when tied (GPT-2's default)
   Matrix lm_head_matrix;           // (V, C) lm_head as the kernels read it
 
-  // Loads a Hugging Face GPT-2 safetensors file, checking every tensor's presence, shape and dtype.
+  // Loads a Hugging Face GPT-2 safetensors file, checking every tensor's presence, shape and dtype. Cross-attention
+  // tensors are loaded when config.add_cross_attention, and refused when it is false.
   static std::unique_ptr<GPT2Weights> load(const std::string& path, const GPT2Config& config,
                                            WeightType type = WeightType::F32);
-  // GPT-2's initialisation: normal(0, 0.02), residual projections scaled by 1/sqrt(2 L), LayerNorm 1/0.
+  // GPT-2's initialisation: normal(0, 0.02), residual projections (crossattention.c_proj too) scaled by 1/sqrt(2 L),
+  // LayerNorm 1/0.
   static std::unique_ptr<GPT2Weights> random(const GPT2Config& config, uint64_t seed,
                                              WeightType type = WeightType::F32);
 

@@ -21,6 +21,7 @@ struct Workspace {
   xt::xtensor<float, 2> scratch;  // (threads, attention_scratch_floats) attention scores and packed K, V
   xt::xtensor<float, 1> attn_partials;  // a decode step's split attention: (queries, NH, chunks, 2 + HS)
   xt::xtensor<float, 1> matmul_scratch;  // a prefill's packed rows (+ 16/8-bit weights widened to panels)
+  xt::xtensor<float, 1> cross_scores;    // GPT-2 with cross-attention: (threads, S) scores over the encoder positions
   std::vector<int> positions;     // (N)
 };
 

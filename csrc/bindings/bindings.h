@@ -36,6 +36,8 @@ void register_config(pybind11::module_& m);
 void register_llama_config(pybind11::module_& m);
 void register_cache(pybind11::module_& m);
 void register_model(pybind11::module_& m);
+// After register_cache and register_model: adds the encoder-decoder methods to their classes.
+void register_cross(pybind11::module_& m);
 void register_generator(pybind11::module_& m);
 void register_sampler(pybind11::module_& m);
 void register_safetensors(pybind11::module_& m);

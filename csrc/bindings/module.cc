@@ -14,6 +14,7 @@ PYBIND11_MODULE(_core, m) {
   kvcache::bindings::register_llama_config(m);
   kvcache::bindings::register_cache(m);
   kvcache::bindings::register_model(m);
+  kvcache::bindings::register_cross(m);
   kvcache::bindings::register_generator(m);
   kvcache::bindings::register_sampler(m);
   kvcache::bindings::register_safetensors(m);

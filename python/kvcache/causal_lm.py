@@ -108,13 +108,14 @@ class CausalLM:
     def stream(self, prompt: str, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
                use_cache: bool = True, cache_dtype: Optional[str] = None,
-               cache: Optional[KVCache] = None) -> Iterator[str]:
+               cache: Optional[KVCache] = None, encoder_hidden_states=None) -> Iterator[str]:
         """Yield the continuation of one prompt piece by piece, as it is produced. Keywords as generate_ids(). Bad
         arguments raise here, at the call, not at the first next()."""
         tok = self._need_tokenizer()
         run = self._run([self._encode_prompt(prompt)], max_new_tokens, do_sample=do_sample,
                         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id,
-                        use_cache=use_cache, cache_dtype=cache_dtype, cache=cache)
+                        use_cache=use_cache, cache_dtype=cache_dtype, cache=cache,
+                        encoder_hidden_states=encoder_hidden_states)
         return self._pieces(tok, run)
 
     @staticmethod
@@ -138,8 +139,8 @@ class CausalLM:
                      top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
                      use_cache: bool = True, cache_dtype: Optional[str] = None, num_return_sequences: int = 1,
                      num_beams: int = 1, length_penalty: float = 1.0, early_stopping: Union[bool, str] = False,
-                     cache: Optional[KVCache] = None,
-                     past_key_values: Optional[KVCache] = None) -> Union[List[int], List[List[int]]]:
+                     cache: Optional[KVCache] = None, past_key_values: Optional[KVCache] = None,
+                     encoder_hidden_states=None) -> Union[List[int], List[List[int]]]:
         """Token ids (one list, or a list of lists of any lengths) -> prompt + new ids, per row.
 
         do_sample=False is greedy and ignores temperature/top_k/top_p. temperature > 0 divides the logits
@@ -158,12 +159,16 @@ class CausalLM:
         tokens after what each row holds, and the cache is left holding every returned token but the last.
         past_key_values: as transformers, ids are whole sequences whose first get_seq_length() tokens the cache
         holds. Without either, a prefix cache (enable_prefix_cache) supplies the blocks it holds.
+        encoder_hidden_states (prompts, S, n_embd): the encoder states a cross-attention GPT-2
+        (add_cross_attention=True) attends over, projected once per call into the cache's cross K/V.
         A single prompt with num_return_sequences=1 gives one list of ids; otherwise a list per generated row."""
         rows, single = _as_id_rows(ids, self.config.n_vocab)
         num_return_sequences = check_int("num_return_sequences", num_return_sequences, 1)
         if check_int("num_beams", num_beams, 1) > 1:
             if do_sample is not False:
                 raise ValueError("num_beams > 1 is beam search, which here is deterministic: do_sample must be False")
+            if encoder_hidden_states is not None:
+                raise ValueError("beam search over encoder states is not supported; use greedy or sampling")
             if cache is not None or past_key_values is not None or not check_bool("use_cache", use_cache):
                 raise ValueError("beam search runs on a cache of its own: no cache=, past_key_values= or "
                                  "use_cache=False")
@@ -177,7 +182,7 @@ class CausalLM:
             run = self._run(rows, max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
                             top_p=top_p, seed=seed, eos_token_id=eos_token_id, use_cache=use_cache,
                             cache_dtype=cache_dtype, num_return_sequences=num_return_sequences, cache=cache,
-                            past_key_values=past_key_values)
+                            past_key_values=past_key_values, encoder_hidden_states=encoder_hidden_states)
             run.run()
             out = run.sequences
         return out[0] if single and num_return_sequences == 1 else out

@@ -70,8 +70,11 @@ def read_config(path: str) -> Tuple[GPT2Config, CheckpointSettings]:
     eps = raw.get("layer_norm_epsilon", 1e-5)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < _as_float32(eps) < math.inf:
         raise ValueError(f"{path}: layer_norm_epsilon must be a positive number that float32 holds, got {eps!r}")
+    # a decoder with a cross-attention block per layer (VisionEncoderDecoder's): its tensors are loaded, or refused
+    # when this is false
+    cross = _flag(raw, "add_cross_attention", False, path)
     config = GPT2Config(n_vocab=fields["vocab_size"], n_ctx=fields["n_positions"], n_embd=fields["n_embd"],
-                        n_head=fields["n_head"], n_layer=fields["n_layer"], eps=float(eps))
+                        n_head=fields["n_head"], n_layer=fields["n_layer"], eps=float(eps), add_cross_attention=cross)
     return config, CheckpointSettings(_eos_token_id(raw, path), _flag(raw, "tie_word_embeddings", True, path))
 
 
@@ -113,6 +116,7 @@ def config_dict(config: GPT2Config, eos_token_id: Optional[int]) -> Dict[str, An
         # the shortest decimal of the float32 value: 1e-05, not 9.999999747378752e-06
         "layer_norm_epsilon": float(np.format_float_scientific(np.float32(config.eps), unique=True)),
         "activation_function": "gelu_new",
+        "add_cross_attention": config.add_cross_attention,
         "initializer_range": 0.02,
         "bos_token_id": eos_token_id,
         "eos_token_id": eos_token_id,

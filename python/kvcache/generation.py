@@ -27,7 +27,7 @@ class GenerationRun:
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
                  eos_token_id: Optional[int] = None, use_cache: bool = True, cache_dtype: Optional[str] = None,
                  num_return_sequences: int = 1, cache: Optional[KVCache] = None,
-                 past_key_values: Optional[KVCache] = None, prefix_cache=None):
+                 past_key_values: Optional[KVCache] = None, prefix_cache=None, encoder_hidden_states=None):
         if not rows:
             raise ValueError("no prompt given")
         do_sample, use_cache = check_bool("do_sample", do_sample), check_bool("use_cache", use_cache)
@@ -64,6 +64,20 @@ class GenerationRun:
             self.reused = [cache.get_seq_length(p * n) for p in range(len(rows))]
         elif prefix_cache is not None and use_cache:
             cache, fed = self._from_prefix_cache(model, prefix_cache, rows, max_new_tokens, n, cache_dtype)
+        if encoder_hidden_states is not None:  # a cross-attention model: its cross K/V go into the call's cache
+            if cache is None and past_key_values is None:
+                longest = max(len(r) for r in rows) + max_new_tokens
+                if longest > model.config.n_ctx:
+                    raise ValueError(f"a prompt plus max_new_tokens={max_new_tokens} is {longest} tokens, beyond "
+                                     f"n_ctx={model.config.n_ctx}")
+                cache = model.new_cache(len(rows) * n, longest, cache_dtype)
+            states = np.asarray(encoder_hidden_states) if not hasattr(encoder_hidden_states, "detach") else \
+                encoder_hidden_states.detach().cpu().float().numpy()
+            if states.ndim == 3 and states.shape[0] != len(rows):
+                raise ValueError(f"encoder_hidden_states has batch {states.shape[0]}, but {len(rows)} prompts are "
+                                 f"given: one encoder sequence per prompt")
+            model._set_encoder_states(cache if cache is not None else past_key_values,
+                                      np.repeat(states, n, axis=0) if states.ndim == 3 else states)
         self.prefilled = [len(r) for r in fed]
         self.cache = cache if cache is not None else past_key_values
         self._prefix_cache = prefix_cache if self.cache is not None and given is None else None

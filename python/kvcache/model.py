@@ -1,19 +1,27 @@
-"""GPT2: the GPT-2 family on the engine: loading Hugging Face checkpoints, random init, saving. Generation, streaming
-and forward over a KV cache are CausalLM's (causal_lm.py)."""
+"""GPT2: the GPT-2 family on the engine: loading Hugging Face checkpoints, random init, saving, and the encoder
+states of a decoder with cross-attention (add_cross_attention). Generation, streaming and forward over a KV cache are
+CausalLM's (causal_lm.py)."""
 
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
+
+import numpy as np
 
 from . import _core
-from ._core import GPT2Config
+from ._core import GPT2Config, KVCache
 from .arguments import SEED_MAX, check_dtype, check_int
 from .causal_lm import CausalLM
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve, save_checkpoint
 from .tokenizer import GPT2Tokenizer
 
 GPT2_VOCAB_SIZE = 50257
+
+NEEDS_ENCODER_STATES = ("this GPT-2 checkpoint has cross-attention (add_cross_attention=True): pass "
+                        "encoder_hidden_states")
+NO_CROSS_ATTENTION = ("this GPT-2 checkpoint has no cross-attention (add_cross_attention=False): it takes no "
+                      "encoder_hidden_states")
 
 
 class GPT2(CausalLM):
@@ -80,9 +88,91 @@ class GPT2(CausalLM):
     def _fingerprint_tensors(self):
         return self._core.state_dict()
 
+    # ---- cross-attention ----------------------------------------------------------------------------------------
+    def forward(self, tokens, cache: Optional[KVCache] = None, encoder_hidden_states=None, *,
+                rows: Optional[Sequence[int]] = None, logits: str = "all") -> np.ndarray:
+        """tokens (B, T) -> logits (B, T, n_vocab) float32, as CausalLM.forward. A model with cross-attention
+        (config.add_cross_attention) also attends over encoder states: encoder_hidden_states (B, S, n_embd), a NumPy
+        array or torch tensor of floats, one encoder sequence per row. With a cache they are projected once into its
+        cross-attention keys and values (replacing any there), and later calls over the cache may omit them, as
+        transformers' EncoderDecoderCache reuses them."""
+        cross = self.config.add_cross_attention
+        if encoder_hidden_states is None:
+            if cross and (cache is None or (isinstance(cache, KVCache) and cache.cross_len == 0)):
+                raise ValueError(NEEDS_ENCODER_STATES)
+            return super().forward(tokens, cache, rows=rows, logits=logits)
+        if not cross:
+            raise ValueError(NO_CROSS_ATTENTION)
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
+        ids = np.asarray(tokens)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        # tokens the engine would refuse (not integers, not 2-D, empty) reach it as they are, for its message
+        if ids.ndim == 2 and ids.size > 0 and ids.dtype.kind in "iu":
+            rows, length = ids.shape
+            states = _as_encoder_states(encoder_hidden_states)
+            if states.shape[0] != rows:
+                raise ValueError(f"encoder_hidden_states has batch {states.shape[0]}, the tokens {rows}: one encoder "
+                                 f"sequence per row")
+            if cache is None:  # a throwaway cache for this call, as the engine makes without one
+                if length > self.config.n_ctx:
+                    raise ValueError(f"sequence of {length} tokens is longer than n_ctx={self.config.n_ctx}")
+                cache = self._core.new_cache(rows, length, "float32")
+            self._set_encoder_states(cache, states)
+        return super().forward(ids, cache, rows=rows, logits=logits)
+
+    __call__ = forward
+
+    def _set_encoder_states(self, cache: KVCache, encoder_hidden_states) -> None:
+        """Projects encoder states (B, S, n_embd) once into the cache's cross-attention keys and values (every layer's
+        crossattention.c_attn), replacing any there: the cache's B rows then each attend over their S positions.
+        Generation calls this on its cache. Raises TypeError / ValueError naming what is wrong: not a float array or
+        tensor, not 3-D, a width other than n_embd, a batch other than the cache's, no position, a value that is not
+        finite (in float32), or a model without cross-attention."""
+        if not self.config.add_cross_attention:
+            raise ValueError(NO_CROSS_ATTENTION)
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
+        states = _as_encoder_states(encoder_hidden_states)
+        batch, positions, width = states.shape
+        if width != self.config.n_embd:
+            raise ValueError(f"encoder_hidden_states has width {width}, the model's n_embd is {self.config.n_embd} "
+                             f"(project the encoder's states to n_embd first)")
+        if batch != cache.batch_size:
+            raise ValueError(f"encoder_hidden_states has batch {batch}, the cache's batch_size is "
+                             f"{cache.batch_size}: one encoder sequence per cache row")
+        if positions < 1:
+            raise ValueError("encoder_hidden_states has no encoder position (shape "
+                             f"{tuple(states.shape)}); give at least one")
+        bad = ~np.isfinite(states)
+        if bad.any():
+            row, position, channel = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"encoder_hidden_states must be finite: {int(bad.sum())} values are nan or inf in "
+                             f"float32, the first at [{row}, {position}, {channel}]")
+        self._core.set_encoder_states(cache, states)
+
     def state_dict(self) -> dict:
         """Read-only NumPy views of every parameter, by Hugging Face name (without the "transformer." prefix)."""
         return self._core.state_dict()
 
     def __repr__(self) -> str:
         return f"GPT2({self.config!r})"
+
+
+def _as_encoder_states(states) -> np.ndarray:
+    """Encoder states as a C-contiguous float32 (B, S, C) NumPy array: from a NumPy array or a torch tensor of any
+    float dtype (a torch tensor is detached and moved to the CPU). TypeError / ValueError for anything else."""
+    if type(states).__module__.split(".")[0] == "torch" and hasattr(states, "is_floating_point"):
+        if not states.is_floating_point():
+            raise TypeError(f"encoder_hidden_states must hold floats, got a tensor of {states.dtype}")
+        states = states.detach().cpu().float().numpy()
+    if not isinstance(states, np.ndarray):
+        raise TypeError(f"encoder_hidden_states must be a NumPy array or a torch tensor, got {type(states).__name__}")
+    if states.dtype.kind != "f":
+        raise TypeError(f"encoder_hidden_states must hold floats, got dtype {states.dtype}")
+    if states.ndim != 3:
+        raise ValueError(f"encoder_hidden_states must be 3-D (batch, encoder positions, n_embd), got "
+                         f"{states.ndim} dimensions (shape {states.shape})")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused as not finite
+        return np.ascontiguousarray(states, dtype=np.float32)
