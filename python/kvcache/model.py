@@ -110,15 +110,15 @@ class GPT2(CausalLM):
             ids = ids[None, :]
         # tokens the engine would refuse (not integers, not 2-D, empty) reach it as they are, for its message
         if ids.ndim == 2 and ids.size > 0 and ids.dtype.kind in "iu":
-            rows, length = ids.shape
+            batch, length = ids.shape
             states = _as_encoder_states(encoder_hidden_states)
-            if states.shape[0] != rows:
-                raise ValueError(f"encoder_hidden_states has batch {states.shape[0]}, the tokens {rows}: one encoder "
+            if states.shape[0] != batch:
+                raise ValueError(f"encoder_hidden_states has batch {states.shape[0]}, the tokens {batch}: one encoder "
                                  f"sequence per row")
             if cache is None:  # a throwaway cache for this call, as the engine makes without one
                 if length > self.config.n_ctx:
                     raise ValueError(f"sequence of {length} tokens is longer than n_ctx={self.config.n_ctx}")
-                cache = self._core.new_cache(rows, length, "float32")
+                cache = self._core.new_cache(batch, length, "float32")
             self._set_encoder_states(cache, states)
         return super().forward(ids, cache, rows=rows, logits=logits)
 
