@@ -14,14 +14,13 @@ Greedy replies; the two ways of each measurement are checked to give the same to
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 import kvcache
+from kvbench.script import script_main
 
 QUESTIONS = [
     "What is the capital of France?", "And of Germany?", "Which of the two cities is larger?",
@@ -169,17 +168,7 @@ def run(sizes: dict) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="a few turns and questions, seconds (the notebook's CI)")
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--figures", default=None)
-    args = parser.parse_args(argv)
-    results = run(SIZES["small" if args.small else "full"])
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    if args.figures:
-        plot(results, Path(args.figures))
-    return results
+    return script_main(__doc__, "a few turns and questions, seconds (the notebook's CI)", SIZES, run, plot, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ key/value heads, head_dim 64, context 8192).
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import kvcache
+from kvbench.script import script_main
 
 QUESTION = [{"role": "user", "content": "Tell me a long story about a cache that remembered everything."}]
 
@@ -187,17 +187,7 @@ def run(sizes: dict) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="short lengths, a minute (what the notebook's CI runs)")
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--figures", default=None)
-    args = parser.parse_args(argv)
-    results = run(SIZES["small" if args.small else "full"])
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    if args.figures:
-        plot(results, Path(args.figures))
-    return results
+    return script_main(__doc__, "short lengths, a minute (what the notebook's CI runs)", SIZES, run, plot, argv)
 
 
 if __name__ == "__main__":
