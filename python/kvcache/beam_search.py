@@ -15,6 +15,7 @@ from typing import List, Optional, Union
 import numpy as np
 
 from .arguments import check_dtype, check_float, check_int
+from .generation import check_context, own_cache
 
 _NEG = np.float32(-1.0e9)  # transformers' "never chosen" score
 
@@ -72,14 +73,11 @@ def beam_search(model, prompts: List[List[int]], max_new_tokens: int, *, num_bea
     if eos_token_id is not None:
         check_int("eos_token_id", eos_token_id, 0)
     dtype = check_dtype("cache_dtype", "float32" if cache_dtype is None else cache_dtype)
-    n_ctx = model.config.n_ctx
-    out: List[List[int]] = []
     for p, prompt in enumerate(prompts):
-        if len(prompt) + max_new_tokens > n_ctx:
-            raise ValueError(f"prompt {p} of {len(prompt)} tokens plus max_new_tokens={max_new_tokens} is "
-                             f"{len(prompt) + max_new_tokens} tokens, beyond n_ctx={n_ctx}")
         if not prompt:
             raise ValueError(f"prompt {p} is empty; give at least one token")
+    check_context(model, prompts, max_new_tokens)
+    out: List[List[int]] = []
     for prompt in prompts:
         if max_new_tokens == 0:
             out += [list(prompt) for _ in range(n_return)]
@@ -107,7 +105,7 @@ def _search(model, prompt, max_new_tokens, n, n_return, length_penalty, early_st
     is_finished = np.zeros(n, dtype=bool)
     improvable = True
 
-    cache = model.new_cache(n, max_length, dtype)
+    cache = own_cache(model, [prompt], max_new_tokens, n, dtype)
     rows = list(range(n))
     log_probs = np.broadcast_to(_log_softmax(model.forward([prompt], cache, rows=[0], logits="last")), (n, model.config.n_vocab))
     V = log_probs.shape[1]

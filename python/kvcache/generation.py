@@ -13,6 +13,23 @@ from ._core import KVCache
 from .arguments import check_bool, check_dtype, check_float, check_int, check_seed
 
 
+def check_context(model, rows: List[List[int]], max_new_tokens: int) -> int:
+    """The longest prompt plus max_new_tokens; ValueError naming the first prompt that would pass n_ctx (the
+    message of the engine's own check, for the caches made here)."""
+    n_ctx = model.config.n_ctx
+    for p, r in enumerate(rows):
+        if len(r) + max_new_tokens > n_ctx:
+            raise ValueError(f"prompt {p} of {len(r)} tokens plus max_new_tokens={max_new_tokens} is "
+                             f"{len(r) + max_new_tokens} tokens, beyond n_ctx={n_ctx}")
+    return max(len(r) for r in rows) + max_new_tokens
+
+
+def own_cache(model, rows: List[List[int]], max_new_tokens: int, n: int, dtype: str) -> KVCache:
+    """A cache for one call, as the engine's Generator would make: a row per generated sequence, the longest
+    prompt plus max_new_tokens positions."""
+    return model.new_cache(len(rows) * n, check_context(model, rows, max_new_tokens), dtype)
+
+
 class GenerationRun:
     """The Generator of one call and what each row reused. rows: one list of ids per prompt; the generated rows are
     each prompt repeated num_return_sequences times.
@@ -65,19 +82,15 @@ class GenerationRun:
         elif prefix_cache is not None and use_cache:
             cache, fed = self._from_prefix_cache(model, prefix_cache, rows, max_new_tokens, n, cache_dtype)
         if encoder_hidden_states is not None:  # a cross-attention model: its cross K/V go into the call's cache
-            if cache is None and past_key_values is None:
-                longest = max(len(r) for r in rows) + max_new_tokens
-                if longest > model.config.n_ctx:
-                    raise ValueError(f"a prompt plus max_new_tokens={max_new_tokens} is {longest} tokens, beyond "
-                                     f"n_ctx={model.config.n_ctx}")
-                cache = model.new_cache(len(rows) * n, longest, cache_dtype)
-            states = np.asarray(encoder_hidden_states) if not hasattr(encoder_hidden_states, "detach") else \
-                encoder_hidden_states.detach().cpu().float().numpy()
-            if states.ndim == 3 and states.shape[0] != len(rows):
+            from .model import _as_encoder_states  # model.py imports this module
+
+            states = _as_encoder_states(encoder_hidden_states)
+            if states.shape[0] != len(rows):
                 raise ValueError(f"encoder_hidden_states has batch {states.shape[0]}, but {len(rows)} prompts are "
                                  f"given: one encoder sequence per prompt")
-            model._set_encoder_states(cache if cache is not None else past_key_values,
-                                      np.repeat(states, n, axis=0) if states.ndim == 3 else states)
+            if cache is None and past_key_values is None:
+                cache = own_cache(model, rows, max_new_tokens, n, cache_dtype)
+            model._set_encoder_states(cache if cache is not None else past_key_values, np.repeat(states, n, axis=0))
         self.prefilled = [len(r) for r in fed]
         self.cache = cache if cache is not None else past_key_values
         self._prefix_cache = prefix_cache if self.cache is not None and given is None else None
@@ -102,13 +115,7 @@ class GenerationRun:
         return ids[held:]
 
     def _from_prefix_cache(self, model, prefix_cache, rows, max_new_tokens, n, dtype):
-        longest = max(len(r) for r in rows) + max_new_tokens
-        n_ctx = model.config.n_ctx
-        for p, r in enumerate(rows):
-            if len(r) + max_new_tokens > n_ctx:
-                raise ValueError(f"prompt {p} of {len(r)} tokens plus max_new_tokens={max_new_tokens} is "
-                                 f"{len(r) + max_new_tokens} tokens, beyond n_ctx={n_ctx}")
-        cache = model.new_cache(len(rows) * n, longest, dtype)
+        cache = own_cache(model, rows, max_new_tokens, n, dtype)
         fed = []
         for p, row in enumerate(rows):
             blocks = prefix_cache.lookup(row, dtype)
