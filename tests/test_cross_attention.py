@@ -212,6 +212,34 @@ def test_greedy_matches_transformers_generate(cross, spec, batch, prompt_len, S,
                                 min_new_tokens=new, eos_token_id=None, pad_token_id=0).numpy()
     np.testing.assert_array_equal(ours, theirs)
     assert len(set(ours[0, prompt_len:].tolist())) > 1  # not one token repeated: the comparison means something
+    generated = ck.model.generate_ids(prompt.tolist(), new, encoder_hidden_states=states, eos_token_id=None)
+    assert generated == theirs.tolist()
+    uncached = ck.model.generate_ids(prompt.tolist(), new, encoder_hidden_states=torch.as_tensor(states),
+                                     eos_token_id=None, use_cache=False)
+    assert uncached == theirs.tolist()
+
+
+def test_generation_fans_out_encoder_states_and_bypasses_the_prefix_cache(cross):
+    """num_return_sequences repeats each prompt's encoder states to its rows; the prefix cache, whose blocks are
+    keyed by tokens alone, is not used: with other encoder states the same tokens have other keys and values."""
+    ck = cross(TINY)
+    prompt = random_ids(TINY.vocab_size, (2, 40), seed=3).tolist()
+    states = [encoder_states(TINY, 2, 5, seed=s) for s in (1, 2)]
+    plain = [ck.model.generate_ids(prompt, 6, encoder_hidden_states=st, eos_token_id=None) for st in states]
+    fanned = ck.model.generate_ids(prompt, 6, encoder_hidden_states=states[0], eos_token_id=None,
+                                   num_return_sequences=2)
+    assert fanned == [plain[0][0], plain[0][0], plain[0][1], plain[0][1]]
+    prefix = ck.model.enable_prefix_cache(block_size=8)
+    try:
+        assert [ck.model.generate_ids(prompt, 6, encoder_hidden_states=st, eos_token_id=None)
+                for st in states] == plain
+        assert prefix.stats["lookups"] == 0
+    finally:
+        ck.model.disable_prefix_cache()
+    with pytest.raises(ValueError, match="encoder_hidden_states has batch 2, but 1 prompts are given"):
+        ck.model.generate_ids(prompt[0], 3, encoder_hidden_states=states[0])
+    with pytest.raises(ValueError, match="beam search over encoder states is not supported"):
+        ck.model.generate_ids(prompt[0], 3, encoder_hidden_states=states[0][:1], num_beams=2)
 
 
 # ---- 4. 16/8-bit weights ---------------------------------------------------------------------------------------------
@@ -427,7 +455,7 @@ def test_cross_model_without_encoder_states(cross):
     with pytest.raises(ValueError, match=message):  # the engine's own check, under the Python one
         ck.model._core.forward(ids, cache)
     assert cache.seq_lens == [0]
-    with pytest.raises(ValueError, match=message):  # generation gets no states yet: refused, not computed without
+    with pytest.raises(ValueError, match=message):  # generation without states: refused, not computed without
         ck.model.generate_ids([1, 2, 3], max_new_tokens=2)
 
 

@@ -192,7 +192,9 @@ class CausalLM:
 
     def _run(self, rows: List[List[int]], max_new_tokens: int, *, eos_token_id=_FROM_CONFIG, cache=None,
              past_key_values=None, **options) -> GenerationRun:
-        prefix_cache = self._prefix_cache if cache is None and past_key_values is None else None
+        # the prefix cache keys blocks by tokens alone: with encoder states, the same tokens have other K/V
+        reusable = cache is None and past_key_values is None and options.get("encoder_hidden_states") is None
+        prefix_cache = self._prefix_cache if reusable else None
         return GenerationRun(self, rows, max_new_tokens, eos_token_id=self._eos(eos_token_id), cache=cache,
                              past_key_values=past_key_values, prefix_cache=prefix_cache, **options)
 
