@@ -10,11 +10,6 @@
 
 namespace kvcache {
 
-namespace {
-const char* kv_type_label(KVType type) {
-  return type == KVType::F32 ? "float32" : type == KVType::F16 ? "float16" : "bfloat16";
-}
-}  // namespace
 
 KVCache::KVCache(const CacheShape& config, int batch_size, int max_seq_len, const void* owner, KVType type)
     : n_layer_(config.n_layer),
@@ -96,11 +91,9 @@ void KVCache::copy_row(int src, KVCache& dst, int dst_row) {
   if (&dst != this) dst_hold = std::make_unique<Hold>(dst, "copy a row into");
   if (&dst == this && dst_row == src) return;
   const std::size_t bytes = static_cast<std::size_t>(n) * head_dim_ * element_bytes();
-  for (int l = 0; l < n_layer_; ++l) {
-    for (int kv = 0; kv < 2; ++kv) {
-      for (int h = 0; h < n_kv_head_; ++h) std::memcpy(dst.raw_block(l, kv, dst_row, h), raw_block(l, kv, src, h), bytes);
-    }
-  }
+  for_each_block([&](int l, int kv, int h) {
+    std::memcpy(dst.raw_block(l, kv, dst_row, h), raw_block(l, kv, src, h), bytes);
+  });
   dst.seq_lens_[dst_row] = n;
 }
 
@@ -114,20 +107,24 @@ KVCache KVCache::clone() const {
   return out;
 }
 
-void KVCache::read_positions(int row, int start, int n, void* out) const {
+void KVCache::check_positions(int row, int start, int n) const {
   check_row(row, "read");
-  require(start >= 0 && n >= 0 && start + n <= seq_lens_[row],
-          "positions [" + std::to_string(start) + ", " + std::to_string(start + n) + ") are outside the " +
-              std::to_string(seq_lens_[row]) + " that row " + std::to_string(row) + " holds");
+  if (start < 0 || n < 0 || static_cast<long>(start) + n > seq_lens_[row]) {
+    fail("positions [" + std::to_string(start) + ", " + std::to_string(static_cast<long>(start) + n) +
+         ") are outside the " + std::to_string(seq_lens_[row]) + " that row " + std::to_string(row) + " holds");
+  }
+}
+
+void KVCache::read_positions(int row, int start, int n, void* out) const {
+  check_positions(row, start, n);
   const Hold hold(const_cast<KVCache&>(*this), "read");
   const std::size_t bytes = static_cast<std::size_t>(n) * head_dim_ * element_bytes();
   const std::size_t offset = static_cast<std::size_t>(start) * head_dim_ * element_bytes();
   auto* dst = static_cast<std::byte*>(out);
-  for (int l = 0; l < n_layer_; ++l) {
-    for (int kv = 0; kv < 2; ++kv) {
-      for (int h = 0; h < n_kv_head_; ++h, dst += bytes) std::memcpy(dst, raw_block(l, kv, row, h) + offset, bytes);
-    }
-  }
+  for_each_block([&](int l, int kv, int h) {
+    std::memcpy(dst, raw_block(l, kv, row, h) + offset, bytes);
+    dst += bytes;
+  });
 }
 
 void KVCache::append_positions(int row, int n, const void* in) {
@@ -138,11 +135,10 @@ void KVCache::append_positions(int row, int n, const void* in) {
   const std::size_t bytes = static_cast<std::size_t>(n) * head_dim_ * element_bytes();
   const std::size_t offset = static_cast<std::size_t>(seq_lens_[row]) * head_dim_ * element_bytes();
   const auto* src = static_cast<const std::byte*>(in);
-  for (int l = 0; l < n_layer_; ++l) {
-    for (int kv = 0; kv < 2; ++kv) {
-      for (int h = 0; h < n_kv_head_; ++h, src += bytes) std::memcpy(raw_block(l, kv, row, h) + offset, src, bytes);
-    }
-  }
+  for_each_block([&](int l, int kv, int h) {
+    std::memcpy(raw_block(l, kv, row, h) + offset, src, bytes);
+    src += bytes;
+  });
   seq_lens_[row] += n;
 }
 

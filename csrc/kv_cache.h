@@ -25,6 +25,10 @@ namespace kvcache {
 
 enum class KVType { F32, F16, BF16 };
 
+inline const char* kv_type_label(KVType type) {
+  return type == KVType::F32 ? "float32" : type == KVType::F16 ? "float16" : "bfloat16";
+}
+
 class CrossCache;  // cross_cache.h: an encoder-decoder call's cross-attention keys and values
 
 // What a model's cache holds per position: n_layer x 2 x n_kv_head x head_dim values; n_ctx bounds max_seq_len.
@@ -74,6 +78,8 @@ class KVCache {
   // Positions [start, start + n) of a row packed as (L, 2, NKV, n, HS) elements of the cache's type (float32, or
   // the 16 bits of float16 / bfloat16) into out, element_bytes() each.
   void read_positions(int row, int start, int n, void* out) const;
+  // Throws unless row is a row of the cache and [start, start + n) positions it holds.
+  void check_positions(int row, int start, int n) const;
   // The same packing of n positions appended at the row's end; the row's length advances by n.
   void append_positions(int row, int n, const void* in);
 
@@ -106,6 +112,15 @@ class KVCache {
     return const_cast<KVCache*>(this)->raw_block(layer, kv, row, head);
   }
   void check_row(int row, const char* what) const;
+  // fn(layer, kv, head) for every (max_seq_len, HS) block of a row, in the (L, 2, NKV) order of read_positions.
+  template <class Fn>
+  void for_each_block(Fn fn) const {
+    for (int l = 0; l < n_layer_; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        for (int h = 0; h < n_kv_head_; ++h) fn(l, kv, h);
+      }
+    }
+  }
 
   int n_layer_, n_kv_head_, head_dim_, batch_size_, max_seq_len_;
   const void* owner_;

@@ -164,11 +164,7 @@ void register_cache(py::module_& m) {
            [](const KVCache& c, const py::object& row_arg, const py::object& start_arg, const py::object& n_arg) {
              const int row = row_argument(c, row_arg);
              const int start = int_argument(start_arg, "start"), n = int_argument(n_arg, "n");
-             if (start < 0 || n < 0 || static_cast<long>(start) + n > c.seq_len(row)) {
-               throw py::value_error("positions [" + std::to_string(start) + ", " + std::to_string(long{start} + n) +
-                                     ") are outside the " + std::to_string(c.seq_len(row)) + " that row " +
-                                     std::to_string(row) + " holds");
-             }
+             c.check_positions(row, start, n);  // before the array is shaped by n
              py::array out(element_dtype(c), std::vector<py::ssize_t>{c.n_layer(), 2, c.n_kv_head(), n, c.head_dim()});
              void* data = out.mutable_data();
              py::gil_scoped_release release;

@@ -96,13 +96,6 @@ KVType kv_type(const std::string& name) {
   throw py::value_error("cache dtype must be 'float32', 'float16' or 'bfloat16', got '" + name + "'");
 }
 
-std::string kv_type_name(KVType type) {
-  switch (type) {
-    case KVType::F32: return "float32";
-    case KVType::F16: return "float16";
-    case KVType::BF16: return "bfloat16";
-  }
-  return "?";
-}
+std::string kv_type_name(KVType type) { return kv_type_label(type); }
 
 }  // namespace kvcache::bindings
