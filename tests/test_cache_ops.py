@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import kvcache
-from conftest import ODD, TINY
+from conftest import ODD
 from llama_checkpoints import GQA, LlamaFactory
 
 CACHE_ATOL = 1e-5  # our K/V against transformers': the same float32 products, summed in another order

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import MEDIUM, ODD, TINY
+from conftest import MEDIUM, ODD
 from llama_checkpoints import GQA, LlamaFactory
 
 SAMPLING = dict(do_sample=True, temperature=1.3, top_k=20, top_p=0.95)

@@ -19,7 +19,7 @@ import pytest
 import torch
 import transformers
 
-from kvcache import GPT2, GPT2Config, _core
+from kvcache import GPT2, GPT2Config
 from conftest import LOGITS_ATOL, max_abs_diff, perturb_, random_ids
 
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ODD, TINY
+from conftest import ODD
 from llama_checkpoints import GQA, LlamaFactory
 
 SAMPLING = dict(do_sample=True, temperature=1.2, top_k=30, top_p=0.9)
@@ -173,16 +173,19 @@ def _saved(tiny, tmp_path, name="s.kv"):
     return path
 
 
-def _rewrite(path, edit):
-    """Apply edit(header dict, data bytes) -> (header, data) to a safetensors file."""
+def _edited(path, name, edit):
+    """A copy of the safetensors file at path, named name beside it, with edit(header dict, data bytes) ->
+    (header, data) applied."""
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     header, data = edit(json.loads(raw[8:8 + n]), raw[8 + n:])
     text = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    copy = path.with_name(name)
+    copy.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return copy
 
 
-def test_bad_session_files_are_refused(checkpoint, tiny, tmp_path):
+def test_bad_session_files_are_refused(tiny, tmp_path):
     model = tiny.model
     path = _saved(tiny, tmp_path)
 
@@ -202,10 +205,8 @@ def test_bad_session_files_are_refused(checkpoint, tiny, tmp_path):
         llama.load_session(path)
 
     def forge(field, value):
-        forged = tmp_path / f"forged-{field}.kv"
-        forged.write_bytes(path.read_bytes())
-        _rewrite(forged, lambda h, d: ({**h, "__metadata__": {**h["__metadata__"], field: value}}, d))
-        return forged
+        return _edited(path, f"forged-{field}.kv",
+                       lambda h, d: ({**h, "__metadata__": {**h["__metadata__"], field: value}}, d))
 
     for field, value, match in [("format", "other", "not a kvcache session file"),
                                 ("version", "9", "version '9' is not supported"),
@@ -218,25 +219,19 @@ def test_bad_session_files_are_refused(checkpoint, tiny, tmp_path):
         with pytest.raises(ValueError, match=match):
             model.load_session(forge(field, value))
 
-    def shrink_keys(h, d):  # a header whose shape disagrees with its own byte range
+    def lengthen_keys(h, d):  # a header whose shape disagrees with its own byte range
         h["layers.0.keys"]["shape"][1] += 1
         return h, d
 
-    bad_shape = tmp_path / "bad-shape.kv"
-    bad_shape.write_bytes(path.read_bytes())
-    _rewrite(bad_shape, shrink_keys)
     with pytest.raises(ValueError, match="not a readable session file"):
-        model.load_session(bad_shape)
+        model.load_session(_edited(path, "bad-shape.kv", lengthen_keys))
 
     def drop_tensor(h, d):
         del h["layers.1.values"]
         return h, d
 
-    missing = tmp_path / "missing.kv"
-    missing.write_bytes(path.read_bytes())
-    _rewrite(missing, drop_tensor)
     with pytest.raises(ValueError, match="not a readable session file|do not match its metadata"):
-        model.load_session(missing)
+        model.load_session(_edited(path, "missing.kv", drop_tensor))
 
     with pytest.raises(FileNotFoundError, match="no session file"):
         model.load_session(tmp_path / "absent.kv")

@@ -4,7 +4,7 @@ streamed), forward over a KV cache. GPT2 (model.py) and Llama (llama.py) add the
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from .arguments import check_bool, check_dtype, check_int, check_token_id
 from .fingerprint import weights_fingerprint
 from .generation import GenerationRun
 from .prefix_cache import PrefixCache
+
+if TYPE_CHECKING:
+    from .session import Session
 
 _FROM_CONFIG = object()  # sentinel: "use the eos_token_id of the model's config"
 
