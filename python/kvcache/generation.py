@@ -31,8 +31,8 @@ def own_cache(model, rows: List[List[int]], max_new_tokens: int, n: int, dtype: 
 
 
 class GenerationRun:
-    """The Generator of one call and what each row reused. rows: one list of ids per prompt; the generated rows are
-    each prompt repeated num_return_sequences times.
+    """The Generator of one call and the tokens each prompt did not feed it. rows: one list of ids per prompt; the
+    generated rows are each prompt repeated num_return_sequences times.
 
     cache: the rows' ids are the tokens after what the cache holds (row p * n for prompt p); the returned sequences
     are those ids plus the new ones. past_key_values: as transformers, the rows are whole sequences whose first
@@ -73,12 +73,9 @@ class GenerationRun:
         cache_dtype = check_dtype("cache_dtype", "float32" if cache_dtype is None else cache_dtype)
 
         self.prefixes: List[List[int]] = [[] for _ in rows]  # the tokens of each prompt the generator is not fed
-        self.reused = [0] * len(rows)  # positions each prompt found in a cache instead of computing them
         fed = rows
         if past_key_values is not None:
             fed = [self._split_held(past_key_values, p * n, row, p) for p, row in enumerate(rows)]
-        elif cache is not None:
-            self.reused = [cache.get_seq_length(p * n) for p in range(len(rows))]
         elif prefix_cache is not None and use_cache:
             cache, fed = self._from_prefix_cache(model, prefix_cache, rows, max_new_tokens, n, cache_dtype)
         if encoder_hidden_states is not None:  # a cross-attention model: its cross K/V go into the call's cache
@@ -91,7 +88,6 @@ class GenerationRun:
             if cache is None and past_key_values is None:
                 cache = own_cache(model, rows, max_new_tokens, n, cache_dtype)
             model._set_encoder_states(cache if cache is not None else past_key_values, np.repeat(states, n, axis=0))
-        self.prefilled = [len(r) for r in fed]
         self.cache = cache if cache is not None else past_key_values
         self._prefix_cache = prefix_cache if self.cache is not None and given is None else None
         self._rows = rows
@@ -111,7 +107,6 @@ class GenerationRun:
             cache.crop(held - 1, row=row)
             held -= 1
         self.prefixes[p] = ids[:held]
-        self.reused[p] = held
         return ids[held:]
 
     def _from_prefix_cache(self, model, prefix_cache, rows, max_new_tokens, n, dtype):
@@ -123,7 +118,6 @@ class GenerationRun:
                 cache.append(p * n, np.concatenate(blocks, axis=3))
             held = len(blocks) * prefix_cache.block_size
             self.prefixes[p] = row[:held]
-            self.reused[p] = held
             fed.append(row[held:])
         return cache, fed
 
@@ -144,9 +138,3 @@ class GenerationRun:
     def sequences(self) -> List[List[int]]:
         n = self.num_return_sequences
         return [self.prefixes[r // n] + list(s) for r, s in enumerate(self.generator.sequences)]
-
-    @property
-    def generated(self) -> List[int]:
-        """New tokens per generated row."""
-        n = self.num_return_sequences
-        return [len(s) - self.prefilled[r // n] for r, s in enumerate(self.generator.sequences)]

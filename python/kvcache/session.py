@@ -13,6 +13,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Union
 
 from .arguments import check_int, check_token_id
+from .generation import GenerationRun
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -104,8 +105,6 @@ class Session:
         return self.model.decode(new)
 
     def _generate(self, max_new_tokens, options) -> List[int]:
-        from .generation import GenerationRun
-
         if not self._tokens:
             raise ValueError("the session is empty: append() a prompt or say() something first")
         max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
