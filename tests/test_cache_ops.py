@@ -44,6 +44,9 @@ def test_views_equal_transformers_past_key_values(checkpoint, llama, family):
     whole = np.asarray(cache)
     assert whole.shape == cache.shape and whole.dtype == np.float32
     np.testing.assert_array_equal(whole[1, 0, :, :, :9], cache.keys(1))
+    snapshot = np.array(cache)  # copy=True: not the live buffer
+    ckpt.model.forward([[1], [2]], cache)
+    assert not snapshot[:, :, :, :, 9].any() and whole[:, :, :, :, 9].any()
 
 
 def test_views_are_live_read_only_and_keep_the_cache_alive(tiny):

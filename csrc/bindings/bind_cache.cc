@@ -213,8 +213,11 @@ void register_cache(py::module_& m) {
              void* base = c.type() == KVType::F32 ? static_cast<void*>(c.keys<float>(0, 0, 0))
                                                   : static_cast<void*>(c.keys<uint16_t>(0, 0, 0));
              py::object out = read_only_view(self, c, shape, strides, base);
-             if (!dtype.is_none()) out = out.attr("astype")(dtype);
-             (void)copy;
+             if (!dtype.is_none()) {
+               out = out.attr("astype")(dtype);  // a new array
+             } else if (copy.is(py::bool_(true))) {  // np.array(cache): a snapshot, not the live buffer
+               out = out.attr("copy")();
+             }
              return out;
            },
            py::arg("dtype") = py::none(), py::arg("copy") = py::none(),
