@@ -85,7 +85,8 @@ def prefix_cache(model, n_system: int, questions: int, block_size: int = 32) -> 
             (cached if use else plain).append(t)
         same.append(outs[True] == outs[False])
     model.disable_prefix_cache()
-    result = {"system_tokens": len(prompts[0]) - 20, "prompt_tokens": [len(p) for p in prompts],
+    shared = next((i for i, (a, b) in enumerate(zip(prompts[0], prompts[-1])) if a != b), len(prompts[0]))
+    result = {"shared_prefix_tokens": shared, "prompt_tokens": [len(p) for p in prompts],
               "block_size": block_size, "ttft_plain_s": plain, "ttft_prefix_s": cached, "same_tokens": all(same),
               "stats": cache.stats}
     print("prefix", {k: v for k, v in result.items() if not isinstance(v, list)},
@@ -119,6 +120,7 @@ def plot(results: dict, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out.mkdir(parents=True, exist_ok=True)
     c = results["conversation"]
@@ -127,11 +129,14 @@ def plot(results: dict, out: Path) -> None:
     a.plot(turns, np.cumsum([r["resend_prefilled"] for r in c]), "o-", color="tab:red",
            label="re-sending the history")
     a.plot(turns, np.cumsum([r["session_prefilled"] for r in c]), "o-", color="tab:blue", label="session")
-    a.set_xlabel("turn"), a.set_ylabel("tokens prefilled, total")
+    a.set_xlabel("turn"), a.set_ylabel("tokens prefilled, total"), a.set_ylim(bottom=0)
     a.set_title("SmolLM2: a conversation's prefill work"), a.legend(), a.grid(alpha=0.3)
     b.plot(turns, np.cumsum([r["resend_s"] for r in c]), "o-", color="tab:red", label="re-sending the history")
     b.plot(turns, np.cumsum([r["session_s"] for r in c]), "o-", color="tab:blue", label="session")
     b.set_xlabel("turn"), b.set_ylabel("seconds, total"), b.set_title("time, all turns so far")
+    b.set_ylim(bottom=0)
+    for axis in (a, b):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     b.legend(), b.grid(alpha=0.3)
     fig.tight_layout(), fig.savefig(out / "reuse_conversation.png", dpi=110), plt.close(fig)
 
@@ -142,10 +147,12 @@ def plot(results: dict, out: Path) -> None:
     a.plot(q, np.array(p["ttft_prefix_s"]) * 1e3, "o-", color="tab:blue", label="prefix cache")
     a.set_ylim(0, max(p["ttft_plain_s"]) * 1e3 * 1.15)
     a.set_xlabel("question (same system prompt)"), a.set_ylabel("ms to the first token")
-    a.set_title(f"prefix cache: {p['system_tokens']}-token system prompt"), a.legend(), a.grid(alpha=0.3)
+    a.set_title(f"prefix cache: prompts sharing their first {p['shared_prefix_tokens']} tokens")
+    a.legend(), a.grid(alpha=0.3), a.xaxis.set_major_locator(MaxNLocator(integer=True))
     labels = [f"{f['n']} separate calls", f"num_return_sequences={f['n']}"]
     a2 = b.bar(labels, [f["separate_s"], f["fan_out_s"]], color=["tab:red", "tab:blue"])
     b.bar_label(a2, fmt="%.2f s")
+    b.set_ylim(0, max(f["separate_s"], f["fan_out_s"]) * 1.15)  # room for the labels
     b.set_ylabel("seconds"), b.set_title(f"{f['n']} samples of a {f['prompt_tokens']}-token prompt, "
                                          f"{f['new_tokens']} new tokens each")
     b.grid(alpha=0.3, axis="y")

@@ -98,3 +98,30 @@ def test_stream_yields_the_generated_text(ours):
     pieces = list(ours.stream(prompt, max_new_tokens=30))
     assert len(pieces) > 1
     assert prompt + "".join(pieces) == ours.generate(prompt, max_new_tokens=30)
+
+
+def test_a_chat_session_prefills_only_each_new_turn(ours):
+    chat = ours.session()
+    first = chat.say("What is the capital of France?", max_new_tokens=40)
+    second = chat.say("And of Germany?", max_new_tokens=40)
+    history = QUESTION + [{"role": "assistant", "content": first}, {"role": "user", "content": "And of Germany?"}]
+    assert second == ours.chat(history, max_new_tokens=40)  # the uncached call over the whole conversation
+    stats = chat.stats
+    assert stats["reused"] > stats["prefilled"] > 0
+    assert stats["reused"] + stats["prefilled"] == len(ours.chat_ids(history))
+
+
+def test_cache_reuse_benchmark_small(tmp_path):
+    """benchmarks/cache_reuse.py --small: every way it compares gives the same tokens, the session prefills less
+    than re-sending, and its figures are written."""
+    import cache_reuse
+
+    results = cache_reuse.main(["--small", "--out", str(tmp_path / "r.json"), "--figures", str(tmp_path)])
+    turns = results["conversation"]
+    assert all(t["same_reply"] for t in turns)
+    assert all(t["session_prefilled"] < t["resend_prefilled"] for t in turns[1:])
+    assert results["prefix"]["same_tokens"] and results["prefix"]["stats"]["hits"] == len(results["prefix"]["prompt_tokens"]) - 1 and \
+        results["prefix"]["stats"]["tokens_reused"] > 0
+    assert results["fan_out"]["fan_out_prompt_tokens_computed"] * results["fan_out"]["n"] == \
+        results["fan_out"]["separate_prompt_tokens_computed"]
+    assert {p.name for p in tmp_path.glob("*.png")} == {"reuse_conversation.png", "reuse_prefix_fanout.png"}
