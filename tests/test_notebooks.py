@@ -16,6 +16,7 @@ FIGURES = {
     "01_cache_speedup.ipynb": {"generation_time", "speedup", "step_latency", "peers"},
     "02_memory_growth.ipynb": {"kv_memory", "kv_layers", "batch"},
     "03_smollm2.ipynb": {"smollm2_speedup", "smollm2_memory", "smollm2_bytes_per_step"},
+    "04_cache_reuse.ipynb": {"reuse_conversation", "reuse_prefix_fanout"},
 }
 CELL_TIMEOUT_S = 300
 
