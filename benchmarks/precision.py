@@ -48,7 +48,7 @@ def deep_decode_step_seconds(model: GPT2, batch: int, prompt_len: int = DEEP_PRO
     """Median decode step per cache dtype with prompt_len positions already cached in each of `batch` rows, the
     generators (one per dtype, prefilled once) stepped in alternation."""
     prompts = [filler_prompt(model, prompt_len, r) for r in range(batch)]
-    generators = {dtype: Generator(model._core, prompts, max_new_tokens=steps + 1, eos_token_id=-1, cache_dtype=dtype)
+    generators = {dtype: Generator(model._core, prompts, max_new_tokens=steps + 1, cache_dtype=dtype)
                   for dtype in CACHE_DTYPES}
     return alternating_step_times(generators, steps)
 

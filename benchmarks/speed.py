@@ -61,7 +61,7 @@ def filler_prompt(model: GPT2, length: int, row: int = 0) -> list:
 
 def step_times(model: GPT2, prompts: list, steps: int, **options) -> list:
     """Seconds of each decode step after the prefill (the generator's first step)."""
-    generator = Generator(model._core, prompts, max_new_tokens=steps + 1, eos_token_id=-1, **options)
+    generator = Generator(model._core, prompts, max_new_tokens=steps + 1, **options)
     generator.step()
     times = []
     while True:
@@ -110,7 +110,7 @@ def batch_step_cycles(model: GPT2, probe, fma_probe, batches, chunks: int, steps
         bandwidths.append(probe())
         fma_peaks.append(fma_probe())
         generators = {b: Generator(model._core, [filler_prompt(model, prompt_len, r) for r in range(b)],
-                                   max_new_tokens=steps + 1, eos_token_id=-1) for b in batches}
+                                   max_new_tokens=steps + 1) for b in batches}
         cycles += alternating_step_cycles(generators, steps)
     return cycles, bandwidths, fma_peaks
 
@@ -198,7 +198,7 @@ def alternating_step_times(generators: dict, steps: int) -> dict:
 
 def step_latencies(model: GPT2, near: int, far: int, steps: int = LATENCY_STEPS) -> tuple[float, float]:
     """Median decode-step latencies with `near` and with `far` tokens already in the cache, stepped in alternation."""
-    generators = {n: Generator(model._core, [filler_prompt(model, n)], max_new_tokens=steps + 1, eos_token_id=-1)
+    generators = {n: Generator(model._core, [filler_prompt(model, n)], max_new_tokens=steps + 1)
                   for n in (near, far)}
     medians = alternating_step_times(generators, steps)
     return medians[near], medians[far]
@@ -211,7 +211,7 @@ def kv_bytes_read(config, positions: int) -> int:
 
 def prefill_seconds(model: GPT2, prompt_len: int) -> list:
     """One prefill pass (logits of the last position only, as generation computes them), in a list."""
-    generator = Generator(model._core, [filler_prompt(model, prompt_len)], max_new_tokens=1, eos_token_id=-1)
+    generator = Generator(model._core, [filler_prompt(model, prompt_len)], max_new_tokens=1)
     start = time.perf_counter()
     generator.step()
     return [time.perf_counter() - start]

@@ -11,9 +11,8 @@ void GenerateOptions::validate(int n_vocab) const {
   require(max_new_tokens >= 0, "max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
   require(num_return_sequences >= 1,
           "num_return_sequences must be >= 1, got " + std::to_string(num_return_sequences));
-  require(eos_token_id < n_vocab, "eos_token_id " + std::to_string(eos_token_id) + " is outside the vocabulary [0, " +
-                                      std::to_string(n_vocab) + ")");
   sampling.validate();
+  processing.validate(n_vocab);
 }
 
 namespace {
@@ -75,6 +74,18 @@ void check_given_cache(const KVCache& cache, const std::vector<std::vector<int>>
   }
 }
 
+// Each prompt after its context: the generator's sequences hold both.
+std::vector<std::vector<int>> join_contexts(std::vector<std::vector<int>> prompts,
+                                            const std::vector<std::vector<int>>& contexts) {
+  if (contexts.empty()) return prompts;
+  require(contexts.size() == prompts.size(), "contexts: " + std::to_string(contexts.size()) + " given for " +
+                                                 std::to_string(prompts.size()) + " prompts");
+  for (std::size_t p = 0; p < prompts.size(); ++p) {
+    prompts[p].insert(prompts[p].begin(), contexts[p].begin(), contexts[p].end());
+  }
+  return prompts;
+}
+
 std::vector<std::vector<int>> repeat_rows(std::vector<std::vector<int>> prompts, int n) {
   if (n == 1) return prompts;
   std::vector<std::vector<int>> rows;
@@ -85,28 +96,40 @@ std::vector<std::vector<int>> repeat_rows(std::vector<std::vector<int>> prompts,
 }  // namespace
 
 Generator::Generator(const CausalLM& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options,
-                     KVCache* cache)
-    : model_(model), options_(options), sampler_(model.n_vocab()) {
+                     KVCache* cache, std::vector<std::vector<int>> contexts)
+    : model_(model), options_(options), sampler_(model.n_vocab()), processor_(model.n_vocab()) {
   options.validate(model.n_vocab());
   check_prompts(prompts, model);
   const int P = static_cast<int>(prompts.size());
   const int n = options.num_return_sequences;
   require(static_cast<long>(P) * n <= 1 << 20, "too many rows: " + std::to_string(P) + " prompts x " +
                                                    std::to_string(n) + " num_return_sequences");
-  sequences_ = repeat_rows(std::move(prompts), n);
-  const int B = static_cast<int>(sequences_.size());
-  if (cache != nullptr) {
-    check_given_cache(*cache, sequences_, options, model);
-    cache_ = cache;
-  } else {
-    owned_cache_ = std::make_unique<KVCache>(model.new_cache(B, required_length(sequences_, options, model),
-                                                             options.cache_type));
-    cache_ = owned_cache_.get();
+  require(contexts.empty() || options.use_cache, "use_cache=False recomputes every sequence: it takes no contexts");
+  {
+    const std::vector<std::vector<int>> fed = repeat_rows(prompts, n);
+    if (cache != nullptr) {
+      check_given_cache(*cache, fed, options, model);
+      cache_ = cache;
+    } else {
+      owned_cache_ = std::make_unique<KVCache>(model.new_cache(static_cast<int>(fed.size()),
+                                                               required_length(fed, options, model),
+                                                               options.cache_type));
+      cache_ = owned_cache_.get();
+    }
   }
+  for (std::size_t p = 0; p < contexts.size() && p < prompts.size(); ++p) {
+    context_lens_.insert(context_lens_.end(), static_cast<std::size_t>(n), static_cast<int>(contexts[p].size()));
+  }
+  sequences_ = repeat_rows(join_contexts(std::move(prompts), contexts), n);
+  const int B = static_cast<int>(sequences_.size());
+  context_lens_.resize(B, 0);
+  const int V = model.n_vocab();
+  if (options.keep_scores) scores_.assign(static_cast<std::size_t>(B) * V, 0.0f);
+  if (options.keep_logits) logits_.assign(static_cast<std::size_t>(B) * V, 0.0f);
   int longest_prompt = 0;
   for (int r = 0; r < B; ++r) {
     prompt_lens_.push_back(static_cast<int>(sequences_[r].size()));
-    longest_prompt = std::max(longest_prompt, prompt_lens_[r]);
+    longest_prompt = std::max(longest_prompt, prompt_lens_[r] - context_lens_[r]);
     sequences_[r].reserve(sequences_[r].size() + options.max_new_tokens);
     rngs_.emplace_back(options.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(r));
     if (options.max_new_tokens > 0) active_.push_back(r);
@@ -136,7 +159,29 @@ std::vector<int> Generator::last_tokens() const {
 
 std::vector<std::vector<int>> Generator::sequences() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return sequences_;
+  std::vector<std::vector<int>> out;
+  out.reserve(sequences_.size());
+  for (std::size_t r = 0; r < sequences_.size(); ++r) {
+    out.emplace_back(sequences_[r].begin() + context_lens_[r], sequences_[r].end());
+  }
+  return out;
+}
+
+std::vector<float> Generator::last_scores() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return scores_;
+}
+
+std::vector<float> Generator::last_logits() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return logits_;
+}
+
+void Generator::finish_row(int row) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  require(row >= 0 && row < static_cast<int>(sequences_.size()),
+          "row " + std::to_string(row) + " is outside [0, " + std::to_string(sequences_.size()) + ")");
+  active_.erase(std::remove(active_.begin(), active_.end(), row), active_.end());
 }
 
 long Generator::prefilled_tokens() const {
@@ -158,8 +203,9 @@ bool Generator::advance() {
   // Drop finished rows in place (no allocation).
   auto finished = [&](int row) {
     const int produced = static_cast<int>(sequences_[row].size()) - prompt_lens_[row];
+    const std::vector<int>& eos = options_.processing.eos_token_ids;
     return produced >= options_.max_new_tokens ||
-           (options_.eos_token_id >= 0 && sequences_[row].back() == options_.eos_token_id);
+           std::find(eos.begin(), eos.end(), sequences_[row].back()) != eos.end();
   };
   active_.erase(std::remove_if(active_.begin(), active_.end(), finished), active_.end());
   return true;
@@ -171,7 +217,16 @@ void Generator::run() {
 }
 
 void Generator::emit(int row, const float* logits) {
-  const int token = sampler_.sample(logits, options_.sampling, uniform_coin(rngs_[row]));
+  const std::size_t V = static_cast<std::size_t>(model_.n_vocab());
+  if (options_.keep_logits) std::copy(logits, logits + V, logits_.data() + row * V);
+  const float* scores = logits;
+  if (options_.processing.active()) {
+    const std::vector<int>& seq = sequences_[row];
+    const int generated = static_cast<int>(seq.size()) - prompt_lens_[row];
+    scores = processor_.apply(logits, options_.processing, seq.data(), static_cast<int>(seq.size()), generated);
+  }
+  float* processed = options_.keep_scores ? scores_.data() + row * V : nullptr;
+  const int token = sampler_.sample(scores, options_.sampling, uniform_coin(rngs_[row]), processed);
   sequences_[row].push_back(token);
   last_tokens_[row] = token;
 }
@@ -192,21 +247,27 @@ void Generator::prefill() {
   for (int row = 0; row < n_rows; row += options_.num_return_sequences) leaders.push_back(row);
   const int n = static_cast<int>(leaders.size());
   const bool equal_lengths = std::all_of(leaders.begin(), leaders.end(),
-                                         [&](int row) { return prompt_lens_[row] == prompt_lens_[leaders[0]]; });
+                                         [&](int row) {
+                                           return prompt_lens_[row] - context_lens_[row] ==
+                                                  prompt_lens_[leaders[0]] - context_lens_[leaders[0]];
+                                         });
   if (equal_lengths) {
     // One pass over all prompts: the weights are read once for the whole batch.
-    const int T = prompt_lens_[leaders[0]];
+    const int T = prompt_lens_[leaders[0]] - context_lens_[leaders[0]];
     std::vector<int> tokens;
     tokens.reserve(static_cast<std::size_t>(n) * T);
-    for (int row : leaders) tokens.insert(tokens.end(), sequences_[row].begin(), sequences_[row].end());
+    for (int row : leaders) {
+      tokens.insert(tokens.end(), sequences_[row].begin() + context_lens_[row], sequences_[row].end());
+    }
     model_.forward(tokens.data(), n, T, leaders.data(), *cache_, ws_, false);
     prefilled_tokens_ += static_cast<long>(n) * T;
     for (int i = 0; i < n; ++i) fan_out(leaders[i], ws_.logits.data() + static_cast<std::size_t>(i) * V);
   } else {
     // Ragged prompts: each row alone, so no padding ever enters a row's attention.
     for (int row : leaders) {
-      model_.forward(sequences_[row].data(), 1, prompt_lens_[row], &row, *cache_, ws_, false);
-      prefilled_tokens_ += prompt_lens_[row];
+      const int fed = prompt_lens_[row] - context_lens_[row];
+      model_.forward(sequences_[row].data() + context_lens_[row], 1, fed, &row, *cache_, ws_, false);
+      prefilled_tokens_ += fed;
       fan_out(row, ws_.logits.data());
     }
   }

@@ -11,6 +11,7 @@
 
 #include "kv_cache.h"
 #include "causal_lm.h"
+#include "logits_processors.h"
 #include "sampler.h"
 
 namespace kvcache {
@@ -18,13 +19,17 @@ namespace kvcache {
 struct GenerateOptions {
   int max_new_tokens = 20;
   SamplingParams sampling;
+  ProcessorParams processing;  // repetition penalty, n-gram bans, min_new_tokens; its eos_token_ids end a row
   uint64_t seed = 0;
-  int eos_token_id = -1;  // < 0: never stop early
   bool use_cache = true;
   KVType cache_type = KVType::F32;  // how the cache stores keys and values (the uncached baseline's too)
   // Rows per prompt (transformers' num_return_sequences): each prompt is prefilled once and its keys and values
   // copied to the other rows of its group, which then sample on their own.
   int num_return_sequences = 1;
+  // Keep the last step's scores (transformers' output_scores: what the token was chosen from) and raw logits,
+  // (rows, n_vocab) each, for last_scores() / last_logits(); off, nothing is kept.
+  bool keep_scores = false;
+  bool keep_logits = false;
 
   void validate(int n_vocab) const;
 };
@@ -36,8 +41,10 @@ class Generator {
   // With one (of batch_size = the rows, made by this model), every row continues where the cache stands: prompts
   // are the tokens after what it holds, and a group's first row holds the context that its other rows, replaced,
   // get copies of. The cache must outlive the generator; use_cache=false cannot continue one.
+  // contexts (empty, or one per prompt): tokens that come before each prompt and that the cache already holds
+  // (a prefix cache's blocks, past_key_values): never fed, but read by the logits processors.
   Generator(const CausalLM& model, std::vector<std::vector<int>> prompts, const GenerateOptions& options,
-            KVCache* cache = nullptr);
+            KVCache* cache = nullptr, std::vector<std::vector<int>> contexts = {});
 
   // Produces the next token of every unfinished row. Returns false, doing nothing, once all rows are finished.
   bool step();
@@ -49,10 +56,17 @@ class Generator {
   bool done() const;
   // The token each row produced in the last step, -1 for rows that produced none.
   std::vector<int> last_tokens() const;
-  // Prompt followed by the generated tokens (the EOS included, when one stopped the row), per row.
+  // Prompt followed by the generated tokens (the EOS included, when one stopped the row), per row; not the contexts.
   std::vector<std::vector<int>> sequences() const;
+  // The last step's (rows, n_vocab) scores and logits, row-major; rows that produced nothing keep older values.
+  // Empty unless keep_scores / keep_logits.
+  std::vector<float> last_scores() const;
+  std::vector<float> last_logits() const;
+  // Ends a row now (a stop string matched): it produces nothing more.
+  void finish_row(int row);
   // Tokens the prefill passed through the model: each prompt once, however many rows it fans out to.
   long prefilled_tokens() const;
+  int n_vocab() const { return model_.n_vocab(); }
   // Its size is fixed at construction, so reading it needs no lock.
   const KVCache& cache() const { return *cache_; }
 
@@ -67,8 +81,9 @@ class Generator {
 
   const CausalLM& model_;
   GenerateOptions options_;
-  std::vector<std::vector<int>> sequences_;
-  std::vector<int> prompt_lens_;
+  std::vector<std::vector<int>> sequences_;  // per row: its context, prompt, then the generated tokens
+  std::vector<int> context_lens_;  // tokens of each row's context: held in the cache, not fed
+  std::vector<int> prompt_lens_;   // context + prompt
   std::vector<int> active_;       // rows still generating, ascending
   std::vector<int> step_tokens_;  // (B) inputs of one decode step, packed over the active rows
   std::vector<int> last_tokens_;  // (B)
@@ -77,6 +92,9 @@ class Generator {
   KVCache* cache_;
   Workspace ws_;
   Sampler sampler_;
+  LogitsProcessor processor_;
+  std::vector<float> scores_;  // (B, V) when keep_scores
+  std::vector<float> logits_;  // (B, V) when keep_logits
   bool prefilled_ = false;
   long prefilled_tokens_ = 0;
   // Held for the whole of a step and by the readers: steps from several threads run one after another, and a

@@ -14,6 +14,8 @@ void SamplingParams::validate() const {
           "temperature must be a finite number >= 0, got " + float_text(temperature));
   require(top_k >= 0, "top_k must be >= 0 (0 = off), got " + std::to_string(top_k));
   require(top_p > 0.0f && top_p <= 1.0f, "top_p must be in (0, 1] (1 = off), got " + float_text(top_p));
+  require(min_p >= 0.0f && min_p <= 1.0f, "min_p must be in [0, 1] (0 = off), got " + float_text(min_p));
+  require(typical_p > 0.0f && typical_p <= 1.0f, "typical_p must be in (0, 1] (1 = off), got " + float_text(typical_p));
 }
 
 // The largest value is found in vector lanes first, then its first index: the scalar scan was about 1% of a
@@ -44,12 +46,13 @@ namespace {
 }
 }  // namespace
 
-Sampler::Sampler(int n_vocab) : n_vocab_(n_vocab), probs_(n_vocab), ids_(n_vocab) {}
+Sampler::Sampler(int n_vocab) : n_vocab_(n_vocab), probs_(n_vocab), ids_(n_vocab), distance_(n_vocab) {}
 
-int Sampler::sample(const float* logits, const SamplingParams& params, float coin) {
+int Sampler::sample(const float* logits, const SamplingParams& params, float coin, float* processed) {
   if (!params.do_sample || params.temperature == 0.0f) {
     const int best = argmax(logits, n_vocab_);
     if (best < 0) fail_nan(logits, n_vocab_);
+    if (processed != nullptr) std::copy(logits, logits + n_vocab_, processed);
     return best;
   }
   for (int i = 0; i < n_vocab_; ++i) {
@@ -92,7 +95,28 @@ int Sampler::sample(const float* logits, const SamplingParams& params, float coi
     total = kept;
   }
 
-  // step 4: draw from the renormalised candidates
+  // step 4: min-p keeps the tokens at least min_p times as likely as the likeliest
+  if (params.min_p > 0.0f) {
+    float top = 0.0f;
+    for (int i = 0; i < n; ++i) top = std::max(top, probs[ids[i]]);
+    const float floor = params.min_p * top;
+    const int before = n;
+    n = static_cast<int>(std::partition(ids, ids + n, [&](int id) { return probs[id] >= floor; }) - ids);
+    if (n < before) {
+      total = 0.0;
+      for (int i = 0; i < n; ++i) total += probs[ids[i]];
+    }
+  }
+
+  // step 5: typical-p keeps the tokens whose surprise is closest to the entropy, until their mass reaches typical_p
+  if (params.typical_p < 1.0f) n = keep_typical(ids, n, total, params.typical_p);
+
+  if (processed != nullptr) {
+    std::fill(processed, processed + n_vocab_, -INFINITY);
+    for (int i = 0; i < n; ++i) processed[ids[i]] = logits[ids[i]] / params.temperature;
+  }
+
+  // step 6: draw from the renormalised candidates
   const double threshold = coin * total;
   double cumulative = 0.0;
   for (int i = 0; i < n; ++i) {
@@ -100,6 +124,35 @@ int Sampler::sample(const float* logits, const SamplingParams& params, float coi
     if (threshold < cumulative) return ids[i];
   }
   return ids[n - 1];  // coin * total rounded onto the very end
+}
+
+int Sampler::keep_typical(int* ids, int n, double& total, float mass) {
+  // As transformers' TypicalLogitsWarper: surprise -log p against the entropy H of the candidates, ascending
+  // |surprise - H|; the cut is the first token where the cumulative mass reaches typical_p, and every token with
+  // the cut's distance is kept.
+  float* distance = distance_.data();
+  double entropy = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double p = probs_[ids[i]] / total;
+    if (p > 0.0) entropy -= p * std::log(p);
+  }
+  for (int i = 0; i < n; ++i) {
+    const double p = probs_[ids[i]] / total;
+    distance[ids[i]] = p > 0.0 ? static_cast<float>(std::fabs(-std::log(p) - entropy)) : INFINITY;
+  }
+  // ties by id: std::stable_sort would allocate a buffer at every step
+  std::sort(ids, ids + n,
+            [&](int a, int b) { return distance[a] < distance[b] || (distance[a] == distance[b] && a < b); });
+  double cumulative = 0.0;
+  int cut = 0;
+  while (cut < n - 1 && (cumulative += probs_[ids[cut]] / total) < mass) ++cut;
+  const float limit = distance[ids[cut]];
+  int kept = cut + 1;
+  while (kept < n && distance[ids[kept]] <= limit) ++kept;
+  double kept_mass = 0.0;
+  for (int i = 0; i < kept; ++i) kept_mass += probs_[ids[i]];
+  total = kept_mass;
+  return kept;
 }
 
 }  // namespace kvcache

@@ -1,5 +1,6 @@
-// Sampler: greedy, temperature, top-k and top-p (nucleus), in any combination, in the order transformers applies
-// them (temperature, then top-k, then top-p). Deterministic: the random draw is an argument.
+// Sampler: greedy, temperature, top-k, top-p (nucleus), min-p and typical-p, in any combination, in the order
+// transformers applies them (temperature, top-k, top-p, min-p, typical-p). Deterministic: the random draw is an
+// argument.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,8 @@ struct SamplingParams {
   float temperature = 1.0f;  // > 0 divides the logits; 0 means greedy
   int top_k = 0;             // keep the k most likely tokens (ties with the k-th kept); 0 = off
   float top_p = 1.0f;        // keep the smallest set of most likely tokens whose probability reaches top_p; 1 = off
+  float min_p = 0.0f;        // keep the tokens at least min_p times as likely as the likeliest; 0 = off
+  float typical_p = 1.0f;    // keep the tokens closest to the entropy until their mass reaches typical_p; 1 = off
 
   // Throws std::invalid_argument naming the offending value.
   void validate() const;
@@ -23,12 +26,18 @@ class Sampler {
 
   // logits (n_vocab); coin uniform in [0, 1). Returns a token id. Throws std::invalid_argument when a logit is NaN
   // (a broken model or input: no answer would be right), and when sampling finds no token with a finite logit.
-  int sample(const float* logits, const SamplingParams& params, float coin);
+  // processed, when given (n_vocab): the scores the choice was made from, as transformers' output_scores: the
+  // logits for greedy; for sampling logit / temperature, and -inf where a filter removed the token.
+  int sample(const float* logits, const SamplingParams& params, float coin, float* processed = nullptr);
 
  private:
   int n_vocab_;
   std::vector<float> probs_;  // (V) unnormalised probabilities, by token id
   std::vector<int> ids_;      // (V) candidate token ids
+  std::vector<float> distance_;  // (V) typical-p's |surprise - entropy|, by token id
+
+  // Typical-p over the first n candidates: reorders them, returns how many are kept, sets total to their mass.
+  int keep_typical(int* ids, int n, double& total, float mass);
 };
 
 // The first index of the largest value; -1 when any value is NaN.

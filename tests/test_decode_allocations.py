@@ -30,7 +30,7 @@ def test_steady_state_decode_allocates_nothing(alloc_shim):
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)
-    assert len(results) == 7
+    assert len(results) == 8
     for name, r in results.items():
         # The counter sees the engine's allocations: constructing a generator allocates its cache and buffers.
         assert min(r["construct"]) > 0, (name, r)

@@ -18,7 +18,7 @@ from .timing import GenerationRecord, Tick, time_generation
 
 
 def _run_kvcache(model: GPT2, rows: List[List[int]], use_cache: bool, n: int, tick: Tick):
-    generator = _core.Generator(model._core, rows, max_new_tokens=n, eos_token_id=-1, use_cache=use_cache)
+    generator = _core.Generator(model._core, rows, max_new_tokens=n, use_cache=use_cache)
     while generator.step():
         tick()
     produced = min(len(s) - len(r) for s, r in zip(generator.sequences, rows))

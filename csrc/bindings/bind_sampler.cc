@@ -27,9 +27,9 @@ uint64_t seed_value(const py::object& seed) {
 }
 
 // 1-D logits -> one id; 2-D -> one id per row. seed None draws a fresh seed.
-py::object sample(const py::array& logits, float temperature, int top_k, float top_p, py::object seed,
-                  bool do_sample) {
-  SamplingParams params{do_sample, temperature, top_k, top_p};
+py::object sample(const py::array& logits, float temperature, int top_k, float top_p, float min_p, float typical_p,
+                  py::object seed, bool do_sample) {
+  SamplingParams params{do_sample, temperature, top_k, top_p, min_p, typical_p};
   params.validate();
   if (logits.ndim() != 1 && logits.ndim() != 2) {
     throw py::value_error("logits must be 1-D (vocab) or 2-D (rows, vocab), got " + std::to_string(logits.ndim()) +
@@ -54,8 +54,9 @@ py::object sample(const py::array& logits, float temperature, int top_k, float t
 
 void register_sampler(py::module_& m) {
   m.def("sample", &sample, py::arg("logits"), py::kw_only(), py::arg("temperature") = 1.0f, py::arg("top_k") = 0,
-        py::arg("top_p") = 1.0f, py::arg("seed") = py::none(), py::arg("do_sample") = true,
-        "Draw token ids with the engine's sampler (temperature, then top-k, then top-p).");
+        py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("typical_p") = 1.0f, py::arg("seed") = py::none(),
+        py::arg("do_sample") = true,
+        "Draw token ids with the engine's sampler (temperature, then top-k, top-p, min-p, typical-p).");
 }
 
 }  // namespace kvcache::bindings

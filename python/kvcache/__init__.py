@@ -6,6 +6,8 @@
 """
 
 from ._core import GPT2Config, KVCache, LlamaConfig, get_num_threads, set_num_threads
+from .generation import GenerateOutput
+from .generation_config import GenerationConfig
 from .llama import Llama
 from .loading import load
 from .model import GPT2
@@ -14,6 +16,7 @@ from .session import Session
 from .sampling import sample
 from .tokenizer import GPT2Tokenizer
 
-__all__ = ["GPT2", "GPT2Config", "GPT2Tokenizer", "KVCache", "Llama", "LlamaConfig", "PrefixCache", "Session",
+__all__ = ["GPT2", "GPT2Config", "GPT2Tokenizer", "GenerateOutput", "GenerationConfig", "KVCache", "Llama",
+           "LlamaConfig", "PrefixCache", "Session",
            "get_num_threads", "load", "sample", "set_num_threads"]
 __version__ = "0.2.0"

@@ -4,21 +4,27 @@ streamed), forward over a KV cache. GPT2 (model.py) and Llama (llama.py) add the
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from ._core import KVCache
-from .arguments import check_bool, check_dtype, check_int, check_token_id
+from .arguments import check_dtype, check_int, check_token_id
 from .fingerprint import weights_fingerprint
-from .generation import GenerationRun
+from .generation import GenerateOutput, GenerationRun, new_token_budget
+from .generation_config import FROM_CONFIG, GenerationConfig, resolve, with_generation_options
 from .prefix_cache import PrefixCache
 
 if TYPE_CHECKING:
     from .session import Session
 
-_FROM_CONFIG = object()  # sentinel: "use the eos_token_id of the model's config"
+# stream() yields pieces one at a time: beams, a dict of scores and a streamer of its own do not apply
+_NOT_STREAMED = ("num_beams", "length_penalty", "early_stopping", "return_dict_in_generate", "output_scores",
+                 "output_logits", "top_logprobs", "streamer")
+_NOT_WITH_BEAMS = ("use_cache", "cache", "past_key_values", "encoder_hidden_states", "stop_strings", "streamer",
+                   "return_dict_in_generate", "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens",
+                   "min_length", "min_p", "typical_p")
 
 
 def _as_id_rows(ids, n_vocab: int) -> tuple[List[List[int]], bool]:
@@ -46,6 +52,28 @@ def _as_id_rows(ids, n_vocab: int) -> tuple[List[List[int]], bool]:
         for t in row:
             check_token_id(t, n_vocab, where=f" in prompt {i}")
     return rows, single
+
+
+def _pieces(tok, run: GenerationRun) -> Iterator[Tuple[int, str]]:
+    """(row, new text) as each row's tokens arrive; a piece waits while its last character is incomplete."""
+    rows = len(run.generator.last_tokens)
+    produced: List[List[int]] = [[] for _ in range(rows)]
+    emitted = [""] * rows
+    while run.step():
+        for row, token in enumerate(run.generator.last_tokens):
+            if token < 0:
+                continue
+            produced[row].append(token)
+            text = tok.decode(produced[row])
+            if text.endswith("\ufffd"):  # a multi-byte character still incomplete: wait for its next byte
+                continue
+            if len(text) > len(emitted[row]):
+                yield row, text[len(emitted[row]):]
+                emitted[row] = text
+    for row in range(rows):
+        text = tok.decode(produced[row])
+        if len(text) > len(emitted[row]):
+            yield row, text[len(emitted[row]):]
 
 
 class CausalLM:
@@ -86,19 +114,27 @@ class CausalLM:
     def decode(self, ids: Sequence[int]) -> str:
         return self._need_tokenizer().decode(ids)
 
-    def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: int = 20, **kwargs) -> Union[str, List[str]]:
+    @with_generation_options()
+    def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: Optional[int] = None, **options):
         """Prompt text (or a list of them) -> prompt + continuation (a list of num_return_sequences texts per
-        prompt when more than one). Keywords as generate_ids()."""
+        prompt when more than one); with return_dict_in_generate, a GenerateOutput whose texts are those."""
+        config = resolve("generate", max_new_tokens, options)
         tok = self._need_tokenizer()
         if isinstance(prompt, str):
-            out = self.generate_ids(self._encode_prompt(prompt), max_new_tokens, **kwargs)
-            return tok.decode(out) if not out or not isinstance(out[0], list) else [tok.decode(o) for o in out]
-        if not isinstance(prompt, (list, tuple)):
+            rows, single = [self._encode_prompt(prompt)], True
+        elif isinstance(prompt, (list, tuple)):
+            if len(prompt) == 0:
+                return []
+            rows, single = [self._encode_prompt(p) for p in prompt], False
+        else:
             raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
-        if len(prompt) == 0:
-            return []
-        rows = [self._encode_prompt(p) for p in prompt]
-        return [tok.decode(ids) for ids in self.generate_ids(rows, max_new_tokens, **kwargs)]
+        out = self._generate(rows, config)
+        sequences = out.sequences if isinstance(out, GenerateOutput) else out
+        texts = [tok.decode(ids) for ids in sequences]
+        if isinstance(out, GenerateOutput):
+            out.texts = texts
+            return out
+        return texts[0] if single and config.num_return_sequences == 1 else texts
 
     def _encode_prompt(self, prompt: str) -> List[int]:
         if not isinstance(prompt, str):
@@ -108,98 +144,79 @@ class CausalLM:
             raise ValueError("prompt is empty; give at least one character of text")
         return ids
 
-    def stream(self, prompt: str, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
-               use_cache: bool = True, cache_dtype: Optional[str] = None,
-               cache: Optional[KVCache] = None, encoder_hidden_states=None) -> Iterator[str]:
-        """Yield the continuation of one prompt piece by piece, as it is produced. Keywords as generate_ids(). Bad
-        arguments raise here, at the call, not at the first next()."""
+    @with_generation_options(exclude=_NOT_STREAMED)
+    def stream(self, prompt: Union[str, Sequence[str]], max_new_tokens: Optional[int] = None,
+               **options) -> Iterator[Union[str, Tuple[int, str]]]:
+        """Yield the continuation of one prompt piece by piece, as it is produced; for a list of prompts (or
+        num_return_sequences > 1), (row, piece) pairs in the order the pieces are produced. Bad arguments raise
+        here, at the call, not at the first next()."""
+        config = resolve("stream", max_new_tokens, options, exclude=_NOT_STREAMED)
         tok = self._need_tokenizer()
-        run = self._run([self._encode_prompt(prompt)], max_new_tokens, do_sample=do_sample,
-                        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id,
-                        use_cache=use_cache, cache_dtype=cache_dtype, cache=cache,
-                        encoder_hidden_states=encoder_hidden_states)
-        return self._pieces(tok, run)
-
-    @staticmethod
-    def _pieces(tok, run: GenerationRun) -> Iterator[str]:
-        produced: List[int] = []
-        emitted = ""
-        while run.step():
-            produced.append(run.generator.last_tokens[0])
-            text = tok.decode(produced)
-            if text.endswith("\ufffd"):  # a multi-byte character still incomplete: wait for its next byte
-                continue
-            if len(text) > len(emitted):
-                yield text[len(emitted):]
-                emitted = text
-        text = tok.decode(produced)
-        if len(text) > len(emitted):
-            yield text[len(emitted):]
+        if isinstance(prompt, str):
+            rows, single = [self._encode_prompt(prompt)], config.num_return_sequences == 1
+        elif isinstance(prompt, (list, tuple)) and prompt:
+            rows, single = [self._encode_prompt(p) for p in prompt], False
+        else:
+            raise TypeError(f"prompt must be a str or a non-empty list of str, got {prompt!r}")
+        run = self._run(rows, config)
+        pieces = _pieces(tok, run)
+        return (piece for _, piece in pieces) if single else pieces
 
     # ---- ids ----------------------------------------------------------------------------------------------------
-    def generate_ids(self, ids, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
-                     top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None, eos_token_id=_FROM_CONFIG,
-                     use_cache: bool = True, cache_dtype: Optional[str] = None, num_return_sequences: int = 1,
-                     num_beams: int = 1, length_penalty: float = 1.0, early_stopping: Union[bool, str] = False,
-                     cache: Optional[KVCache] = None, past_key_values: Optional[KVCache] = None,
-                     encoder_hidden_states=None) -> Union[List[int], List[List[int]]]:
-        """Token ids (one list, or a list of lists of any lengths) -> prompt + new ids, per row.
+    @with_generation_options()
+    def generate_ids(self, ids, max_new_tokens: Optional[int] = None, **options):
+        """Token ids (one list, or a list of lists of any lengths) -> prompt + new ids, per row: one list for a single
+        prompt with num_return_sequences=1, otherwise a list per generated row (prompt-major, as transformers); with
+        return_dict_in_generate, a GenerateOutput.
 
-        do_sample=False is greedy and ignores temperature/top_k/top_p. temperature > 0 divides the logits
-        (0 = greedy); top_k keeps the k likeliest tokens (0 = off); top_p keeps the smallest set of likeliest tokens
-        whose probability reaches top_p (1.0 = off). seed makes sampling reproducible. Generation stops at
-        eos_token_id (default: the config's; None = never) or after max_new_tokens. use_cache=False recomputes
-        the whole sequence at every step: the baseline the KV cache is measured against. cache_dtype stores the
-        keys and values as "float32" (default), "float16" (half the cache's bytes; values beyond +-65504 saturate)
-        or "bfloat16" (half the bytes, float32's range, 8 bits of precision).
-
-        num_return_sequences=n: n rows per prompt (prompt-major, as transformers), the prompt prefilled once and its
-        keys and values copied to the other rows; the same as a batch of n copies of the prompt with the same seed.
-        num_beams > 1: beam search as transformers' (do_sample=False, length_penalty, early_stopping True / False /
-        "never"), returning the num_return_sequences best beams per prompt.
+        Greedy (do_sample=False) ignores the sampling filters; sampling applies temperature, top_k, top_p, min_p and
+        typical_p in that order, after the repetition penalty, n-gram bans and min_new_tokens, as transformers does.
+        Generation stops at eos_token_id (default: the model's), a stop string, or after max_new_tokens.
         cache: continue an existing cache (model.new_cache(batch_size=prompts x num_return_sequences)): ids are the
         tokens after what each row holds, and the cache is left holding every returned token but the last.
         past_key_values: as transformers, ids are whole sequences whose first get_seq_length() tokens the cache
         holds. Without either, a prefix cache (enable_prefix_cache) supplies the blocks it holds.
-        encoder_hidden_states (prompts, S, n_embd): the encoder states a cross-attention GPT-2
-        (add_cross_attention=True) attends over, projected once per call into the cache's cross K/V.
-        A single prompt with num_return_sequences=1 gives one list of ids; otherwise a list per generated row."""
+
+        Raises TypeError for an unknown keyword or a value of the wrong type, ValueError for a value out of range or
+        a prompt that does not fit n_ctx."""
+        config = resolve("generate_ids", max_new_tokens, options)
         rows, single = _as_id_rows(ids, self.config.n_vocab)
-        num_return_sequences = check_int("num_return_sequences", num_return_sequences, 1)
-        if check_int("num_beams", num_beams, 1) > 1:
-            if do_sample is not False:
-                raise ValueError("num_beams > 1 is beam search, which here is deterministic: do_sample must be False")
-            if encoder_hidden_states is not None:
-                raise ValueError("beam search over encoder states is not supported; use greedy or sampling")
-            if cache is not None or past_key_values is not None or not check_bool("use_cache", use_cache):
-                raise ValueError("beam search runs on a cache of its own: no cache=, past_key_values= or "
-                                 "use_cache=False")
-            from .beam_search import beam_search
+        out = self._generate(rows, config)
+        if isinstance(out, GenerateOutput):
+            return out
+        return out[0] if single and config.num_return_sequences == 1 else out
 
-            out = beam_search(self, rows, max_new_tokens, num_beams=num_beams,
-                              num_return_sequences=num_return_sequences, length_penalty=length_penalty,
-                              early_stopping=early_stopping, eos_token_id=self._eos(eos_token_id),
-                              cache_dtype=cache_dtype)
-        else:
-            run = self._run(rows, max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                            top_p=top_p, seed=seed, eos_token_id=eos_token_id, use_cache=use_cache,
-                            cache_dtype=cache_dtype, num_return_sequences=num_return_sequences, cache=cache,
-                            past_key_values=past_key_values, encoder_hidden_states=encoder_hidden_states)
-            run.run()
-            out = run.sequences
-        return out[0] if single and num_return_sequences == 1 else out
+    def _generate(self, rows: List[List[int]], config: GenerationConfig,
+                  contexts=None) -> Union[List[List[int]], GenerateOutput]:
+        if config.num_beams > 1:
+            return self._beam_search(rows, config)
+        run = self._run(rows, config, contexts)
+        run.run()
+        return run.output() if config.return_dict_in_generate else run.sequences
 
-    def _eos(self, eos_token_id) -> Optional[int]:
-        return self.eos_token_id if eos_token_id is _FROM_CONFIG else eos_token_id
+    def _beam_search(self, rows: List[List[int]], c: GenerationConfig) -> List[List[int]]:
+        if c.do_sample:
+            raise ValueError("num_beams > 1 is beam search, which here is deterministic: do_sample must be False")
+        refused = [name for name in _NOT_WITH_BEAMS if not c.is_default(name)]
+        if refused:
+            raise ValueError(f"beam search runs on a cache of its own, without logits processors, stop strings, a "
+                             f"streamer or scores: it does not take {', '.join(refused)}")
+        eos = self.eos_token_id if c.eos_token_id is FROM_CONFIG else c.eos_token_id
+        if eos is not None and not isinstance(eos, int):
+            if len(eos) > 1:
+                raise ValueError(f"beam search takes one eos_token_id, got {list(eos)}")
+            eos = eos[0]
+        from .beam_search import beam_search
 
-    def _run(self, rows: List[List[int]], max_new_tokens: int, *, eos_token_id=_FROM_CONFIG, cache=None,
-             past_key_values=None, **options) -> GenerationRun:
+        return beam_search(self, rows, new_token_budget(c, max(len(r) for r in rows)), num_beams=c.num_beams,
+                           num_return_sequences=c.num_return_sequences, length_penalty=c.length_penalty,
+                           early_stopping=c.early_stopping, eos_token_id=eos, cache_dtype=c.cache_dtype or "float32")
+
+    def _run(self, rows: List[List[int]], config: GenerationConfig, contexts=None) -> GenerationRun:
         # the prefix cache keys blocks by tokens alone: with encoder states, the same tokens have other K/V
-        reusable = cache is None and past_key_values is None and options.get("encoder_hidden_states") is None
+        reusable = config.cache is None and config.past_key_values is None and config.encoder_hidden_states is None
         prefix_cache = self._prefix_cache if reusable else None
-        return GenerationRun(self, rows, max_new_tokens, eos_token_id=self._eos(eos_token_id), cache=cache,
-                             past_key_values=past_key_values, prefix_cache=prefix_cache, **options)
+        return GenerationRun(self, rows, config, prefix_cache=prefix_cache, contexts=contexts)
 
     # ---- the cache ----------------------------------------------------------------------------------------------
     def new_cache(self, batch_size: int = 1, max_seq_len: Optional[int] = None, dtype: str = "float32") -> KVCache:

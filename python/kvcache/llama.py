@@ -5,7 +5,7 @@ CausalLM's (causal_lm.py)."""
 from __future__ import annotations
 
 import os
-from typing import List, Union
+from typing import List, Optional, Union
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from .arguments import SEED_MAX, check_dtype, check_int
 from .causal_lm import CausalLM
 from .chat_template import render_chat
 from .fingerprint import weights_fingerprint
+from .generation_config import resolve, with_generation_options
 from .llama_loading import is_gguf, load_gguf, load_hf_dir
 
 
@@ -72,12 +73,15 @@ class Llama(CausalLM):
     def config(self) -> LlamaConfig:
         return self._core.config
 
-    def chat(self, messages: List[dict], max_new_tokens: int = 256, **kwargs) -> str:
+    @with_generation_options(exclude=("num_return_sequences", "num_beams", "return_dict_in_generate"))
+    def chat(self, messages: List[dict], max_new_tokens: Optional[int] = 256, **options) -> str:
         """The assistant's reply to a conversation ([{"role": "user", "content": "..."}, ...]), rendered through
-        the model's chat template with the generation prompt; generation keywords as generate_ids(). Returns the
-        reply text only, without special tokens."""
+        the model's chat template with the generation prompt. Returns the reply text only, without special
+        tokens."""
+        config = resolve("chat", max_new_tokens, options,
+                         exclude=("num_return_sequences", "num_beams", "return_dict_in_generate"))
         ids = self.chat_ids(messages)
-        out = self.generate_ids(ids, max_new_tokens, **kwargs)
+        out = self._generate([ids], config)[0]
         return self.tokenizer.decode(out[len(ids):], skip_special_tokens=True)
 
     def chat_ids(self, messages: List[dict]) -> List[int]:

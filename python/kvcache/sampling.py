@@ -10,9 +10,10 @@ from . import _core
 from .arguments import check_bool, check_float, check_int, check_seed
 
 
-def sample(logits, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
-           do_sample: bool = True) -> Union[int, List[int]]:
-    """Draw token ids with the engine's sampler (temperature, then top-k, then top-p), as generate() does.
+def sample(logits, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+           typical_p: float = 1.0, seed: Optional[int] = None, do_sample: bool = True) -> Union[int, List[int]]:
+    """Draw token ids with the engine's sampler (temperature, then top-k, top-p, min-p and typical-p), as generate()
+    does.
 
     logits: (vocab) -> one id, or (rows, vocab) -> one id per row; any real numbers (a list too), used as float32.
     A NaN logit is a ValueError, and so is sampling where every logit is -inf. seed: None draws a fresh one."""
@@ -20,5 +21,6 @@ def sample(logits, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1
     if values.dtype.kind not in "fiu":
         raise TypeError(f"logits must be real numbers, got dtype {values.dtype}")
     return _core.sample(values, temperature=check_float("temperature", temperature), top_k=check_int("top_k", top_k),
-                        top_p=check_float("top_p", top_p), seed=check_seed(seed),
+                        top_p=check_float("top_p", top_p), min_p=check_float("min_p", min_p),
+                        typical_p=check_float("typical_p", typical_p), seed=check_seed(seed),
                         do_sample=check_bool("do_sample", do_sample))

@@ -13,7 +13,13 @@ import os
 from typing import Dict, List, Optional, Sequence, Union
 
 from .arguments import check_int, check_token_id
-from .generation import GenerationRun
+from .generation import GenerationRun, new_token_budget
+from .generation_config import SESSION_FIXED, GenerationConfig, resolve, with_generation_options
+
+# a session generates one row on its own cache, and returns text
+_SESSION_EXCLUDED = SESSION_FIXED + ("encoder_hidden_states", "length_penalty", "early_stopping", "return_dict_in_generate", "output_scores",
+                                     "output_logits", "top_logprobs")
+_WHY = "a session generates one sequence on its own cache"
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -95,37 +101,34 @@ class Session:
             self.model.forward([pending], self._cache, logits="last")
         self._stats = {"prefilled": len(pending), "reused": held, "generated": 0}
 
-    def generate(self, max_new_tokens: int = 20, **options) -> Union[str, List[int]]:
-        """Continue the history: the new text (the new ids for a model without a tokenizer). Sampling keywords
-        as model.generate_ids() (do_sample, temperature, top_k, top_p, seed, eos_token_id); the tokens equal those
-        of one uncached call over the whole history with the same options."""
-        new = self._generate(max_new_tokens, options)
+    @with_generation_options(exclude=_SESSION_EXCLUDED)
+    def generate(self, max_new_tokens: Optional[int] = None, **options) -> Union[str, List[int]]:
+        """Continue the history: the new text (the new ids for a model without a tokenizer); the tokens equal
+        those of one uncached call over the whole history with the same options."""
+        new = self._generate(resolve("Session.generate", max_new_tokens, options, _SESSION_EXCLUDED, _WHY))
         if self.model.tokenizer is None:
             return new
         return self.model.decode(new)
 
-    def _generate(self, max_new_tokens, options) -> List[int]:
+    def _generate(self, config: GenerationConfig) -> List[int]:
         if not self._tokens:
             raise ValueError("the session is empty: append() a prompt or say() something first")
-        max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
-        self._check_room(len(self._tokens), max_new_tokens)
-        for name in ("cache", "past_key_values", "num_return_sequences", "num_beams", "use_cache", "cache_dtype"):
-            if name in options:
-                raise TypeError(f"a session generates on its own cache, one sequence: {name}= is not taken here")
-        eos = options.pop("eos_token_id", self.model.eos_token_id)
         held = self._cache.get_seq_length()
         if held == len(self._tokens):  # everything held (after a rewind): the last token is fed again
             self._cache.crop(held - 1)
             held -= 1
         pending = self._tokens[held:]
-        run = GenerationRun(self.model, [pending], max_new_tokens, cache=self._cache, eos_token_id=eos, **options)
+        self._check_room(len(self._tokens), new_token_budget(config, len(self._tokens)))
+        run = GenerationRun(self.model, [pending], config.replace(cache=self._cache),
+                            contexts=[self._tokens[:held]])
         run.run()
         new = run.sequences[0][len(pending):]
         self._tokens += new
         self._stats = {"prefilled": len(pending), "reused": held, "generated": len(new)}
         return new
 
-    def say(self, message: Union[str, dict], max_new_tokens: int = 256, **options) -> str:
+    @with_generation_options(exclude=_SESSION_EXCLUDED)
+    def say(self, message: Union[str, dict], max_new_tokens: Optional[int] = 256, **options) -> str:
         """One chat turn: the message (text from the user, or a {"role", "content"} dict) joins the conversation,
         the conversation is rendered through the model's chat template, only the tokens the cache does not hold
         are prefilled, and the assistant's reply is generated and returned (text without special tokens)."""
@@ -136,14 +139,14 @@ class Session:
             raise TypeError(f"message must be a str or a dict with str 'role' and 'content', got {message!r}")
         if not hasattr(self.model, "chat_ids"):
             raise ValueError(f"{type(self.model).__name__} has no chat template; use append() and generate()")
+        config = resolve("Session.say", max_new_tokens, options, _SESSION_EXCLUDED, _WHY)
         messages = self._messages + [dict(message)]
         ids = self.model.chat_ids(messages)
-        max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
-        self._check_room(len(ids), max_new_tokens)
+        self._check_room(len(ids), new_token_budget(config, len(ids)))  # before the history changes
         common = _common_prefix(ids, self._tokens)
         self._cut(common)
         self._tokens += ids[common:]
-        new = self._generate(max_new_tokens, options)
+        new = self._generate(config)
         reply = self.model.tokenizer.decode(new, skip_special_tokens=True)
         self._messages = messages + [{"role": "assistant", "content": reply}]
         # a past turn the template rendered differently now ends, at the latest, where this prompt does

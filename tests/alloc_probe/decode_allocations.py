@@ -32,6 +32,10 @@ CASES = {
     "sampling top-p, equal-length batch 4": dict(prompts=[[1, 2]] * 4, do_sample=True, top_p=0.8, seed=2),
     "greedy batch 8 (the largest streaming-kernel batch)": dict(prompts=[[i + 1] for i in range(8)]),
     "sampling batch 2 over a float16 cache": dict(prompts=[[1, 2], [3]], do_sample=True, seed=3, cache_dtype="float16"),
+    "every logits processor and filter, scores kept, batch 2 with contexts": dict(
+        prompts=[[1, 2], [3]], contexts=[[7, 8, 9], [4]], do_sample=True, seed=5, top_k=50, top_p=0.95, min_p=0.05,
+        typical_p=0.9, repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3, eos_token_ids=[0, 5],
+        keep_scores=True, keep_logits=True),
     "llama gqa greedy batch 1": dict(model=llama, prompts=[[1, 2, 3]]),
     "llama gqa sampling ragged batch 3 over a bfloat16 cache": dict(model=llama, prompts=[[1], [4, 5, 6, 7], [8, 9]],
                                                                    do_sample=True, top_p=0.9, seed=4,
@@ -42,7 +46,7 @@ CASES = {
 def allocations(max_new_tokens, prompts, model=gpt2._core, **options):
     """(allocations while constructing the generator, allocations while running it to the end)"""
     start = count()
-    generator = kvcache._core.Generator(model, prompts, max_new_tokens=max_new_tokens, eos_token_id=-1,
+    generator = kvcache._core.Generator(model, prompts, max_new_tokens=max_new_tokens,
                                         **options)
     constructed = count()
     generator.run()
