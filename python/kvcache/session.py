@@ -17,8 +17,8 @@ from .generation import GenerationRun, new_token_budget
 from .generation_config import SESSION_FIXED, GenerationConfig, resolve, with_generation_options
 
 # a session generates one row on its own cache, and returns text
-_SESSION_EXCLUDED = SESSION_FIXED + ("encoder_hidden_states", "length_penalty", "early_stopping", "return_dict_in_generate", "output_scores",
-                                     "output_logits", "top_logprobs")
+_SESSION_EXCLUDED = SESSION_FIXED + ("encoder_hidden_states", "length_penalty", "early_stopping",
+                                     "return_dict_in_generate", "output_scores", "output_logits", "top_logprobs")
 _WHY = "a session generates one sequence on its own cache"
 
 
