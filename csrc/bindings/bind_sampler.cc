@@ -50,6 +50,27 @@ py::object sample(const py::array& logits, float temperature, int top_k, float t
   return values.ndim() == 1 ? ids[0] : py::object(ids);
 }
 
+// (rows, vocab) logits -> the scores the sampler draws from: logit / temperature where its filters keep a token,
+// -inf where they remove it (speculative decoding needs the whole distribution, not one draw).
+py::array_t<float> filtered_scores(const py::array_t<float, py::array::c_style | py::array::forcecast>& logits,
+                                   float temperature, int top_k, float top_p, float min_p, float typical_p) {
+  SamplingParams params{true, temperature, top_k, top_p, min_p, typical_p};
+  params.validate();
+  if (logits.ndim() != 2 || logits.shape(1) == 0) throw py::value_error("logits must be 2-D (rows, vocab)");
+  const int rows = static_cast<int>(logits.shape(0));
+  const int V = static_cast<int>(logits.shape(1));
+  py::array_t<float> out({rows, V});
+  {
+    py::gil_scoped_release release;
+    Sampler sampler(V);
+    for (int r = 0; r < rows; ++r) {
+      const std::size_t at = static_cast<std::size_t>(r) * V;
+      sampler.sample(logits.data() + at, params, 0.0f, out.mutable_data() + at);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_sampler(py::module_& m) {
@@ -57,6 +78,9 @@ void register_sampler(py::module_& m) {
         py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("typical_p") = 1.0f, py::arg("seed") = py::none(),
         py::arg("do_sample") = true,
         "Draw token ids with the engine's sampler (temperature, then top-k, top-p, min-p, typical-p).");
+  m.def("filtered_scores", &filtered_scores, py::arg("logits"), py::kw_only(), py::arg("temperature") = 1.0f,
+        py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("typical_p") = 1.0f,
+        "(rows, vocab) logits -> the scores sampling draws from: logit / temperature, -inf where filtered out.");
 }
 
 }  // namespace kvcache::bindings

@@ -19,12 +19,16 @@ from .prefix_cache import PrefixCache
 if TYPE_CHECKING:
     from .session import Session
 
-# stream() yields pieces one at a time: beams, a dict of scores and a streamer of its own do not apply
+# stream() yields pieces one at a time: beams, a dict of scores, a streamer of its own and drafts do not apply
 _NOT_STREAMED = ("num_beams", "length_penalty", "early_stopping", "return_dict_in_generate", "output_scores",
-                 "output_logits", "top_logprobs", "streamer")
+                 "output_logits", "top_logprobs", "streamer", "assistant_model", "num_assistant_tokens",
+                 "prompt_lookup_num_tokens", "max_matching_ngram_size")
+_NOT_SPECULATED = ("use_cache", "cache", "past_key_values", "encoder_hidden_states", "stop_strings", "streamer",
+                   "output_scores", "output_logits", "top_logprobs", "repetition_penalty", "no_repeat_ngram_size",
+                   "min_new_tokens", "min_length")
 _NOT_WITH_BEAMS = ("use_cache", "cache", "past_key_values", "encoder_hidden_states", "stop_strings", "streamer",
                    "return_dict_in_generate", "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens",
-                   "min_length", "min_p", "typical_p")
+                   "min_length", "min_p", "typical_p", "assistant_model", "prompt_lookup_num_tokens")
 
 
 def _as_id_rows(ids, n_vocab: int) -> tuple[List[List[int]], bool]:
@@ -190,6 +194,8 @@ class CausalLM:
                   contexts=None) -> Union[List[List[int]], GenerateOutput]:
         if config.num_beams > 1:
             return self._beam_search(rows, config)
+        if config.assistant_model is not None or config.prompt_lookup_num_tokens is not None:
+            return self._speculate(rows, config)
         run = self._run(rows, config, contexts)
         run.run()
         return run.output() if config.return_dict_in_generate else run.sequences
@@ -211,6 +217,30 @@ class CausalLM:
         return beam_search(self, rows, new_token_budget(c, max(len(r) for r in rows)), num_beams=c.num_beams,
                            num_return_sequences=c.num_return_sequences, length_penalty=c.length_penalty,
                            early_stopping=c.early_stopping, eos_token_id=eos, cache_dtype=c.cache_dtype or "float32")
+
+    def _speculate(self, rows: List[List[int]], c: GenerationConfig) -> Union[List[List[int]], GenerateOutput]:
+        if c.assistant_model is not None and c.prompt_lookup_num_tokens is not None:
+            raise ValueError("give assistant_model= or prompt_lookup_num_tokens=, not both")
+        if c.assistant_model is not None:
+            if not isinstance(c.assistant_model, CausalLM):
+                raise TypeError(f"assistant_model must be a kvcache model, got {type(c.assistant_model).__name__}")
+            if c.assistant_model.config.n_vocab != self.config.n_vocab:
+                raise ValueError(f"assistant_model has a vocabulary of {c.assistant_model.config.n_vocab} tokens, "
+                                 f"this model {self.config.n_vocab}: speculative decoding needs the same vocabulary")
+        if len(rows) != 1 or c.num_return_sequences != 1:
+            raise ValueError(f"speculative decoding takes one prompt and one sequence (as transformers), got "
+                             f"{len(rows)} prompts x num_return_sequences={c.num_return_sequences}")
+        refused = [name for name in _NOT_SPECULATED if not c.is_default(name)]
+        if refused:
+            raise ValueError(f"speculative decoding verifies drafts with the sampling filters alone: it does not take "
+                             f"{', '.join(refused)}")
+        from .speculative import SpeculationStats, speculative_generate
+
+        eos = self.eos_token_id if c.eos_token_id is FROM_CONFIG else c.eos_token_id
+        eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
+        stats = SpeculationStats()
+        seq = speculative_generate(self, rows[0], c, new_token_budget(c, len(rows[0])), eos, stats)
+        return GenerateOutput(sequences=[seq], speculation=stats) if c.return_dict_in_generate else [seq]
 
     def _run(self, rows: List[List[int]], config: GenerationConfig, contexts=None) -> GenerationRun:
         # the prefix cache keys blocks by tokens alone: with encoder states, the same tokens have other K/V

@@ -12,6 +12,7 @@ import numpy as np
 from . import _core
 from ._core import KVCache
 from .generation_config import FROM_CONFIG, GenerationConfig
+from .speculative import SpeculationStats
 
 
 def check_context(model, rows: List[List[int]], max_new_tokens: int) -> int:
@@ -43,6 +44,8 @@ class GenerateOutput:
     logprobs: List[np.ndarray] = field(default_factory=list)
     # per row, (new tokens, top_logprobs) ids and their log-probabilities, likeliest first
     top_logprobs: List[Tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    texts: Optional[List[str]] = None  # generate(): the decoded sequences
+    speculation: Optional[SpeculationStats] = None  # speculative decoding: rounds, drafted and accepted tokens
 
 
 def _log_softmax(scores: np.ndarray) -> np.ndarray:

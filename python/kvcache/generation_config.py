@@ -59,6 +59,12 @@ class GenerationConfig:
     num_beams: int = field(default=1, metadata=_doc("beam search over this many beams (greedy only)"))
     length_penalty: float = field(default=1.0, metadata=_doc("beam search: a beam's score is sum / length**this"))
     early_stopping: Any = field(default=False, metadata=_doc("beam search: True, False or 'never', as transformers"))
+    assistant_model: Any = field(default=None, metadata=_doc(
+        "speculative decoding: a model of the same vocabulary that drafts tokens for this one to verify"))
+    num_assistant_tokens: int = field(default=5, metadata=_doc("speculative decoding: tokens drafted per round"))
+    prompt_lookup_num_tokens: Optional[int] = field(default=None, metadata=_doc(
+        "speculative decoding without a model: draft this many tokens from n-gram matches in the sequence"))
+    max_matching_ngram_size: int = field(default=2, metadata=_doc("prompt lookup: the longest n-gram matched"))
     use_cache: bool = field(default=True, metadata=_doc(
         "False recomputes the whole sequence at every step: the baseline the cache is measured against"))
     cache_dtype: Optional[str] = field(default=None, metadata=_doc(
@@ -165,6 +171,9 @@ _CHECKS = {
     "num_beams": lambda v: check_int("num_beams", v, 1),
     "length_penalty": lambda v: check_float("length_penalty", v),
     "early_stopping": _early_stopping,
+    "num_assistant_tokens": lambda v: check_int("num_assistant_tokens", v, 1),
+    "prompt_lookup_num_tokens": lambda v: _optional_int("prompt_lookup_num_tokens", v, 1),
+    "max_matching_ngram_size": lambda v: check_int("max_matching_ngram_size", v, 1),
     "use_cache": lambda v: check_bool("use_cache", v),
     "cache_dtype": lambda v: None if v is None else check_dtype("cache_dtype", v),
     "streamer": _streamer,

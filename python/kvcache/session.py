@@ -18,7 +18,9 @@ from .generation_config import SESSION_FIXED, GenerationConfig, resolve, with_ge
 
 # a session generates one row on its own cache, and returns text
 _SESSION_EXCLUDED = SESSION_FIXED + ("encoder_hidden_states", "length_penalty", "early_stopping",
-                                     "return_dict_in_generate", "output_scores", "output_logits", "top_logprobs")
+                                     "return_dict_in_generate", "output_scores", "output_logits", "top_logprobs",
+                                     "assistant_model", "num_assistant_tokens", "prompt_lookup_num_tokens",
+                                     "max_matching_ngram_size")
 _WHY = "a session generates one sequence on its own cache"
 
 
