@@ -120,8 +120,23 @@ def test_cache_reuse_benchmark_small(tmp_path):
     turns = results["conversation"]
     assert all(t["same_reply"] for t in turns)
     assert all(t["session_prefilled"] < t["resend_prefilled"] for t in turns[1:])
-    assert results["prefix"]["same_tokens"] and results["prefix"]["stats"]["hits"] == len(results["prefix"]["prompt_tokens"]) - 1 and \
-        results["prefix"]["stats"]["tokens_reused"] > 0
+    prefix = results["prefix"]
+    assert prefix["same_tokens"] and prefix["stats"]["hits"] == len(prefix["prompt_tokens"]) - 1
+    assert prefix["stats"]["tokens_reused"] > 0
     assert results["fan_out"]["fan_out_prompt_tokens_computed"] * results["fan_out"]["n"] == \
         results["fan_out"]["separate_prompt_tokens_computed"]
     assert {p.name for p in tmp_path.glob("*.png")} == {"reuse_conversation.png", "reuse_prefix_fanout.png"}
+
+
+def test_speculative_benchmark_small(tmp_path):
+    """benchmarks/speculative.py --small: every case gives plain greedy's tokens, counts its drafts, and the figure
+    is written."""
+    import speculative
+
+    results = speculative.main(["--small", "--out", str(tmp_path / "r.json"), "--figures", str(tmp_path)])
+    assert len(results["cases"]) == 5
+    for case in results["cases"]:
+        assert case["same_tokens"], case["case"]
+        assert 0 <= case["accepted"] <= case["drafted"] and case["rounds"] + case["accepted"] == case["new_tokens"]
+    assert results["cases"][0]["drafted"] > 0  # the int8 assistant always drafts
+    assert [p.name for p in tmp_path.glob("*.png")] == ["speculative.png"]
