@@ -29,8 +29,15 @@ GenerateOptions make_options(int max_new_tokens, SamplingParams sampling, Proces
   return o;
 }
 
-// (rows, n_vocab) float32 from a row-major copy; (0, n_vocab) when nothing was kept.
-py::array_t<float> as_rows(std::vector<float> values, int n_vocab) {
+// One of the generator's (rows, n_vocab) readers, read without the GIL (it waits for a running step), as float32;
+// (0, n_vocab) when nothing was kept.
+py::array_t<float> as_rows(const Generator& g, std::vector<float> (Generator::*read)() const) {
+  std::vector<float> values;
+  {
+    GilRelease release;
+    values = (g.*read)();
+  }
+  const int n_vocab = g.n_vocab();
   const auto rows = static_cast<py::ssize_t>(values.size() / static_cast<std::size_t>(n_vocab));
   py::array_t<float> out({rows, static_cast<py::ssize_t>(n_vocab)});
   std::copy(values.begin(), values.end(), out.mutable_data());
@@ -86,22 +93,11 @@ void register_generator(py::module_& m) {
       .def_property_readonly("sequences", py::cpp_function(&Generator::sequences, released))
       .def_property_readonly("prefilled_tokens", py::cpp_function(&Generator::prefilled_tokens, released),
                              "tokens the prefill computed: each prompt once, however many rows it fans out to")
-      .def_property_readonly("last_scores", [](const Generator& g) {
-        std::vector<float> v;
-        {
-          GilRelease release;
-          v = g.last_scores();
-        }
-        return as_rows(std::move(v), g.n_vocab());
-      }, "(rows, n_vocab) scores of the last step (keep_scores): what each row's token was chosen from")
-      .def_property_readonly("last_logits", [](const Generator& g) {
-        std::vector<float> v;
-        {
-          GilRelease release;
-          v = g.last_logits();
-        }
-        return as_rows(std::move(v), g.n_vocab());
-      }, "(rows, n_vocab) raw logits of the last step (keep_logits)")
+      .def_property_readonly("last_scores", [](const Generator& g) { return as_rows(g, &Generator::last_scores); },
+                             "(rows, n_vocab) scores of the last step (keep_scores): what each row's token was "
+                             "chosen from")
+      .def_property_readonly("last_logits", [](const Generator& g) { return as_rows(g, &Generator::last_logits); },
+                             "(rows, n_vocab) raw logits of the last step (keep_logits)")
       .def("finish_row", &Generator::finish_row, py::arg("row"), py::call_guard<GilRelease>(),
            "end a row now: it produces nothing more")
       .def_property_readonly("cache_nbytes", [](const Generator& g) { return g.cache().nbytes(); });
