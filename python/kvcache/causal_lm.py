@@ -10,53 +10,30 @@ import numpy as np
 
 from . import _core
 from ._core import KVCache
-from .arguments import check_bool, check_dtype, check_int, check_token_id
+from .arguments import check_bool, check_dtype, check_int
 from .fingerprint import weights_fingerprint
 from .generation import GenerationRun
 from .prefix_cache import PrefixCache
+from .token_ids import id_matrix, is_id_array, parse_prompts
 
 if TYPE_CHECKING:
     from .session import Session
 
-_FROM_CONFIG = object()  # sentinel: "use the eos_token_id of the model's config"
-
-
-def _as_id_rows(ids, n_vocab: int) -> tuple[List[List[int]], bool]:
-    """Token ids as a list of rows, and whether the input was a single sequence; every id in [0, n_vocab)."""
-    if isinstance(ids, np.ndarray):
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
-        if ids.ndim not in (1, 2):
-            raise ValueError(f"token ids must be 1-D or 2-D, got {ids.ndim} dimensions")
-        rows, single = ([ids.tolist()], True) if ids.ndim == 1 else (ids.tolist(), False)
-    elif isinstance(ids, (list, tuple)):
-        single = len(ids) == 0 or not isinstance(ids[0], (list, tuple, np.ndarray))
-        if single:
-            rows = [list(ids)]
-        else:  # every row a sequence of ids, named when it is not (list() would say "'int' object is not iterable")
-            rows = []
-            for i, r in enumerate(ids):
-                if not isinstance(r, (list, tuple, np.ndarray)) or (isinstance(r, np.ndarray) and r.ndim != 1):
-                    raise TypeError(f"prompt {i} must be a list of token ids (rows of ids: every row a list), got "
-                                    f"{type(r).__name__} {r!r}")
-                rows.append(list(r))
-    else:
-        raise TypeError(f"token ids must be a list of ints or a list of lists, got {type(ids).__name__}")
-    for i, row in enumerate(rows):
-        for t in row:
-            check_token_id(t, n_vocab, where=f" in prompt {i}")
-    return rows, single
+_FROM_CONFIG = object()  # sentinel: "use the eos_token_id (pad_token_id) of the model's config"
 
 
 class CausalLM:
     """A model on the C++ engine; subclasses load it. self._core is the engine's model, self.tokenizer its tokenizer
-    (or None: ids only), self.eos_token_id where generation stops by default."""
+    (or None: ids only), self.eos_token_id where generation stops by default, self.pad_token_id what fills the
+    rows of a 2-D result that stopped early (None: the end-of-text id, as transformers)."""
 
-    def __init__(self, core: _core.CausalLM, tokenizer=None, eos_token_id: Optional[int] = None):
+    def __init__(self, core: _core.CausalLM, tokenizer=None, eos_token_id: Optional[int] = None,
+                 pad_token_id: Optional[int] = None):
         self._core = core
         self.tokenizer = tokenizer
         # An end-of-text id outside the vocabulary (a small test config) can never be produced: no early stop.
         self.eos_token_id = eos_token_id if eos_token_id is not None and eos_token_id < core.n_vocab else None
+        self.pad_token_id = pad_token_id
         self._prefix_cache: Optional[PrefixCache] = None
         self._fingerprint: Optional[str] = None
 
@@ -84,11 +61,18 @@ class CausalLM:
         return self._need_tokenizer().encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
+        """One sequence of ids (a list, 1-D array or tensor) -> text. ValueError for an id the tokenizer lacks."""
         return self._need_tokenizer().decode(ids)
 
     def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: int = 20, **kwargs) -> Union[str, List[str]]:
         """Prompt text (or a list of them) -> prompt + continuation (a list of num_return_sequences texts per
-        prompt when more than one). Keywords as generate_ids()."""
+        prompt when more than one). Keywords as generate_ids(). Token ids as a NumPy array or torch tensor (with
+        attention_mask=, as transformers' generate takes them) are generate_ids(): ids out, of the same type."""
+        if is_id_array(prompt):
+            return self.generate_ids(prompt, max_new_tokens, **kwargs)
+        if kwargs.get("attention_mask") is not None:
+            raise ValueError("attention_mask goes with padded token ids (an array or tensor, or generate_ids()); "
+                             "text prompts are never padded")
         tok = self._need_tokenizer()
         if isinstance(prompt, str):
             out = self.generate_ids(self._encode_prompt(prompt), max_new_tokens, **kwargs)
@@ -143,8 +127,9 @@ class CausalLM:
                      use_cache: bool = True, cache_dtype: Optional[str] = None, num_return_sequences: int = 1,
                      num_beams: int = 1, length_penalty: float = 1.0, early_stopping: Union[bool, str] = False,
                      cache: Optional[KVCache] = None, past_key_values: Optional[KVCache] = None,
-                     encoder_hidden_states=None) -> Union[List[int], List[List[int]]]:
-        """Token ids (one list, or a list of lists of any lengths) -> prompt + new ids, per row.
+                     encoder_hidden_states=None, attention_mask=None, pad_token_id=_FROM_CONFIG):
+        """Token ids (one list, or a list of lists of any lengths; a 1-D or 2-D NumPy array or torch tensor of any
+        integer dtype) -> prompt + new ids, per row.
 
         do_sample=False is greedy and ignores temperature/top_k/top_p. temperature > 0 divides the logits
         (0 = greedy); top_k keeps the k likeliest tokens (0 = off); top_p keeps the smallest set of likeliest tokens
@@ -164,8 +149,22 @@ class CausalLM:
         holds. Without either, a prefix cache (enable_prefix_cache) supplies the blocks it holds.
         encoder_hidden_states (prompts, S, n_embd): the encoder states a cross-attention GPT-2
         (add_cross_attention=True) attends over, projected once per call into the cache's cross K/V.
-        A single prompt with num_return_sequences=1 gives one list of ids; otherwise a list per generated row."""
-        rows, single = _as_id_rows(ids, self.config.n_vocab)
+        attention_mask (the shape of ids, 0/1; as transformers' tokenizers pad): each row's real tokens are those
+        under 1, one run per row (padding on the left, the right, or both); pads never enter attention, and each row
+        gives what it gives alone, unpadded.
+
+        Returns: lists for lists: a single prompt with num_return_sequences=1 gives one list of ids, otherwise a
+        list per generated row, each the prompt as given (pads included) then its new ids. For an array or tensor:
+        the same type, dtype and device; 1-D for a 1-D prompt and one row, else (rows, T + new), so that
+        out[:, T:] are the new tokens, rows that stopped early filled with pad_token_id (default: the config's
+        pad_token_id, else the end-of-text id, as transformers).
+
+        Raises:
+            TypeError: ids that are not integers (floats, bools, a str), a mask of the wrong type.
+            ValueError: ids beyond 2-D or outside the vocabulary; a mask of another shape, with values other than
+                0/1, a hole, or a row of zeros; a result to fill and no pad_token_id; bad generation options."""
+        prompts = parse_prompts(ids, self.config.n_vocab, attention_mask)
+        rows, pad = prompts.rows, self._pad(pad_token_id, eos_token_id)
         num_return_sequences = check_int("num_return_sequences", num_return_sequences, 1)
         if check_int("num_beams", num_beams, 1) > 1:
             if do_sample is not False:
@@ -188,10 +187,16 @@ class CausalLM:
                             past_key_values=past_key_values, encoder_hidden_states=encoder_hidden_states)
             run.run()
             out = run.sequences
-        return out[0] if single and num_return_sequences == 1 else out
+        return prompts.output(out, num_return_sequences, pad)
 
     def _eos(self, eos_token_id) -> Optional[int]:
         return self.eos_token_id if eos_token_id is _FROM_CONFIG else eos_token_id
+
+    def _pad(self, pad_token_id, eos_token_id) -> Optional[int]:
+        """The id that fills a 2-D result's rows that stopped early: given, the config's, else the end-of-text id."""
+        if pad_token_id is _FROM_CONFIG:
+            return self.pad_token_id if self.pad_token_id is not None else self._eos(eos_token_id)
+        return None if pad_token_id is None else check_int("pad_token_id", pad_token_id, 0)
 
     def _run(self, rows: List[List[int]], max_new_tokens: int, *, eos_token_id=_FROM_CONFIG, cache=None,
              past_key_values=None, **options) -> GenerationRun:
@@ -214,14 +219,19 @@ class CausalLM:
                 logits: str = "all") -> np.ndarray:
         """tokens (B, T) -> logits (B, T, n_vocab) float32, or (B, n_vocab) of each row's last token with
         logits="last". With a cache, each row continues at its own length and the new K/V are appended (input row
-        i into cache row rows[i], default i); without one, the tokens are a whole sequence starting at position 0."""
+        i into cache row rows[i], default i); without one, the tokens are a whole sequence starting at position 0.
+        tokens: a NumPy array, a torch tensor (moved to the CPU) or nested lists, of any integer dtype; 1-D is one
+        row.
+
+        Raises:
+            TypeError: tokens that are not integers, a cache that is not a KVCache.
+            ValueError: not 1-D/2-D, rows of different lengths, empty, ids outside the vocabulary, beyond the
+                cache's room or n_ctx."""
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
         if logits not in ("all", "last"):
             raise ValueError(f"logits must be 'all' or 'last', got {logits!r}")
-        tokens = np.asarray(tokens)
-        if tokens.ndim == 1:
-            tokens = tokens[None, :]
+        tokens = id_matrix(tokens)
         if rows is not None:
             rows = [check_int("rows[i]", r, 0) for r in rows]
         return self._core.forward(tokens, cache, rows, logits == "last")
