@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "errors.h"
@@ -138,69 +139,92 @@ std::size_t GPT2Weights::nbytes() const {
   return n;
 }
 
-std::unique_ptr<GPT2Weights> GPT2Weights::load(const std::string& path, const GPT2Config& config, WeightType type) {
+std::unique_ptr<GPT2Weights> GPT2Weights::load(const std::vector<std::string>& paths, const GPT2Config& config,
+                                               WeightType type) {
+  require(!paths.empty(), "no weights file given");
   std::unique_ptr<GPT2Weights> w(new GPT2Weights(config));
-  w->file_ = std::make_shared<SafeTensorsFile>(path);
-  const SafeTensorsFile& file = *w->file_;
+  // Every tensor name -> the file that holds it; a name in two shards would leave which one counts to chance.
+  std::map<std::string, const SafeTensorsFile*> owner;
+  for (const std::string& path : paths) {
+    w->files_.push_back(std::make_shared<SafeTensorsFile>(path));
+    const SafeTensorsFile* file = w->files_.back().get();
+    for (const std::string& name : file->names()) {
+      const auto [it, fresh] = owner.emplace(name, file);
+      if (!fresh) fail("tensor '" + name + "' is in both '" + it->second->path() + "' and '" + path + "'");
+    }
+  }
+  const std::string where = paths.size() == 1 ? "'" + paths[0] + "'"
+                                              : "the " + std::to_string(paths.size()) + " shards ('" + paths[0] +
+                                                    "', ...)";
 
-  // Checkpoints from GPT2LMHeadModel prefix the body with "transformer."; those of GPT2Model do not.
-  auto find = [&](const std::string& name) -> const TensorInfo* {
-    if (file.contains("transformer." + name)) return &file.info("transformer." + name);
-    if (file.contains(name)) return &file.info(name);
-    return nullptr;
+  struct Found {
+    const SafeTensorsFile* file;
+    const TensorInfo* info;
   };
-  auto check = [&](const std::string& name, const std::vector<int64_t>& shape) -> const TensorInfo& {
-    const TensorInfo* info = find(name);
-    if (info == nullptr) {
+  // Checkpoints from GPT2LMHeadModel prefix the body with "transformer."; those of GPT2Model do not.
+  auto find = [&](const std::string& name) -> Found {
+    for (const std::string& key : {"transformer." + name, name}) {
+      const auto it = owner.find(key);
+      if (it != owner.end()) return {it->second, &it->second->info(key)};
+    }
+    return {nullptr, nullptr};
+  };
+  auto check = [&](const std::string& name, const std::vector<int64_t>& shape) -> Found {
+    const Found found = find(name);
+    if (found.info == nullptr) {
       const bool cross = name.find("cross") != std::string::npos;
-      fail("missing tensor '" + name + "' in '" + path + "'" +
+      fail("missing tensor '" + name + "' in " + where +
            (cross ? " (config.json has add_cross_attention true: every layer needs its cross-attention)" : ""));
     }
-    if (info->shape != shape) {
-      fail("tensor '" + name + "' has shape " + shape_text(info->shape) + ", expected " + shape_text(shape) +
+    const TensorInfo& info = *found.info;
+    if (info.shape != shape) {
+      fail("tensor '" + name + "' has shape " + shape_text(info.shape) + ", expected " + shape_text(shape) +
            " from config.json");
     }
-    if (info->dtype == DType::Other) {
-      fail("tensor '" + name + "' has unsupported dtype " + info->dtype_name + " (supported: F32, F16, BF16)");
+    if (info.dtype == DType::Other) {
+      fail("tensor '" + name + "' has unsupported dtype " + info.dtype_name + " (supported: F32, F16, BF16)");
     }
-    return *info;
+    return found;
   };
 
   // An explicit lm_head is used when present, else the head is tied to wte as in GPT-2.
   const int64_t V = config.n_vocab, C = config.n_embd;
-  const TensorInfo* head = file.contains("lm_head.weight") ? &check("lm_head.weight", {V, C}) : nullptr;
+  const Found head = owner.count("lm_head.weight") != 0 ? check("lm_head.weight", {V, C}) : Found{nullptr, nullptr};
 
   // Pass 1: check every tensor and count what needs converting; pass 2: point or convert.
   std::vector<ParamSlot> slots = w->slots();
-  std::vector<const TensorInfo*> infos;
+  std::vector<Found> found;
   int64_t to_convert = 0;
-  auto in_place = [&](const TensorInfo& info) {
-    return info.dtype == DType::F32 && reinterpret_cast<uintptr_t>(file.data(info)) % alignof(float) == 0;
+  auto in_place = [&](const Found& f) {
+    return f.info->dtype == DType::F32 && reinterpret_cast<uintptr_t>(f.file->data(*f.info)) % alignof(float) == 0;
   };
   for (auto& slot : slots) {
-    infos.push_back(&check(slot.name, slot.shape));
-    if (!in_place(*infos.back())) to_convert += slot.numel();
+    found.push_back(check(slot.name, slot.shape));
+    if (!in_place(found.back())) to_convert += slot.numel();
   }
-  require_no_extra_layers(file, config, path);
-  if (!config.add_cross_attention) require_no_cross_tensors(file, path);
-  if (head != nullptr && !in_place(*head)) to_convert += head->numel();
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    require_no_extra_layers(*w->files_[i], config, paths[i]);
+    if (!config.add_cross_attention) require_no_cross_tensors(*w->files_[i], paths[i]);
+  }
+  if (head.info != nullptr && !in_place(head)) to_convert += head.info->numel();
   w->arena_ = xt::xtensor<float, 1>::from_shape({static_cast<std::size_t>(to_convert)});
   advise_huge_pages(w->arena_.data(), w->arena_.size() * sizeof(float));
 
   float* next = w->arena_.data();
-  auto place = [&](const TensorInfo& info) -> const float* {
-    if (in_place(info)) return reinterpret_cast<const float*>(file.data(info));
+  auto place = [&](const Found& f) -> const float* {
+    const TensorInfo& info = *f.info;
+    if (in_place(f)) return reinterpret_cast<const float*>(f.file->data(info));
     if (info.dtype == DType::F32) {
-      std::memcpy(next, file.data(info), info.numel() * sizeof(float));
+      std::memcpy(next, f.file->data(info), info.numel() * sizeof(float));
     } else {
-      convert_to_f32(next, file.data(info), info.numel(), info.dtype);
+      convert_to_f32(next, f.file->data(info), info.numel(), info.dtype);
     }
     const float* out = next;
     next += info.numel();
     return out;
   };
-  for (std::size_t i = 0; i < slots.size(); ++i) *slots[i].ptr = place(*infos[i]);
-  w->lm_head = head != nullptr ? place(*head) : w->wte;
+  for (std::size_t i = 0; i < slots.size(); ++i) *slots[i].ptr = place(found[i]);
+  w->lm_head = head.info != nullptr ? place(head) : w->wte;
   w->build_matrices(type);
   return w;
 }
@@ -253,7 +277,9 @@ void GPT2Weights::build_matrices(WeightType type) {
   // The kernels read the copy from now on; the file's pages of the source would only count twice in the RSS.
   // A tied head's are released too: the embedding reads one row per token, which faults its page back in.
   matrices_.build(jobs, type, [&](const float* source, std::size_t bytes) {
-    if (file_ != nullptr && file_->maps(source)) release_mapped_pages(source, bytes);
+    for (const auto& file : files_) {
+      if (file->maps(source)) release_mapped_pages(source, bytes);
+    }
   });
   weight_type_ = type;
 }

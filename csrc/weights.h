@@ -76,10 +76,15 @@ class GPT2Weights {
   const float* lm_head = nullptr;  // (V, C): == wte when tied (GPT-2's default)
   Matrix lm_head_matrix;           // (V, C) lm_head as the kernels read it
 
-  // Loads a Hugging Face GPT-2 safetensors file, checking every tensor's presence, shape and dtype. Cross-attention
-  // tensors are loaded when config.add_cross_attention, and refused when it is false.
-  static std::unique_ptr<GPT2Weights> load(const std::string& path, const GPT2Config& config,
+  // Loads a Hugging Face GPT-2 safetensors file, or the shards of one checkpoint (each tensor in exactly one),
+  // checking every tensor's presence, shape and dtype. Cross-attention tensors are loaded when
+  // config.add_cross_attention, and refused when it is false.
+  static std::unique_ptr<GPT2Weights> load(const std::vector<std::string>& paths, const GPT2Config& config,
                                            WeightType type = WeightType::F32);
+  static std::unique_ptr<GPT2Weights> load(const std::string& path, const GPT2Config& config,
+                                           WeightType type = WeightType::F32) {
+    return load(std::vector<std::string>{path}, config, type);
+  }
   // GPT-2's initialisation: normal(0, 0.02), residual projections (crossattention.c_proj too) scaled by 1/sqrt(2 L),
   // LayerNorm 1/0.
   static std::unique_ptr<GPT2Weights> random(const GPT2Config& config, uint64_t seed,
@@ -99,7 +104,7 @@ class GPT2Weights {
   // stay, for embeddings, state_dict and saving).
   void build_matrices(WeightType type);
 
-  std::shared_ptr<SafeTensorsFile> file_;  // keeps the map alive for in-place float32 tensors
+  std::vector<std::shared_ptr<SafeTensorsFile>> files_;  // keep the maps alive for in-place float32 tensors
   xt::xtensor<float, 1> arena_;           // converted or randomly initialised parameters
   WeightType weight_type_ = WeightType::F32;
   MatrixStore matrices_;                  // the copies the kernels read

@@ -87,10 +87,12 @@ def test_repeated_calls_are_bitwise_identical(checkpoint):
 
 
 def test_numpy_2d_prompt_is_a_batch(tiny):
+    """An array in gives an array out (as transformers' generate), rows as the lists' (tests/test_inputs.py)."""
     ids = random_ids(TINY.vocab_size, (2, 6), seed=4)
     out = tiny.model.generate_ids(ids, max_new_tokens=5, eos_token_id=None)
-    assert out == tiny.model.generate_ids(ids.tolist(), max_new_tokens=5, eos_token_id=None)
-    assert tiny.model.generate_ids(ids[0], max_new_tokens=5, eos_token_id=None) == out[0]
+    assert isinstance(out, np.ndarray) and out.shape == (2, 11) and out.dtype == ids.dtype
+    assert out.tolist() == tiny.model.generate_ids(ids.tolist(), max_new_tokens=5, eos_token_id=None)
+    np.testing.assert_array_equal(tiny.model.generate_ids(ids[0], max_new_tokens=5, eos_token_id=None), out[0])
 
 
 # ---- stopping ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <vector>
 
 #include "../config.h"
 #include "bindings.h"
@@ -15,33 +16,38 @@ py::tuple fields(const GPT2Config& c) {
   return py::make_tuple(c.n_vocab, c.n_ctx, c.n_embd, c.n_head, c.n_layer, c.eps, c.add_cross_attention);
 }
 
-// A Python bool (or NumPy's): 1 or "yes" would say nothing clear about a model's layers.
-bool bool_argument(const py::handle& value, const char* name) {
-  const std::string type_name = py::str(py::type::of(value).attr("__name__"));
-  if (type_name != "bool") {
-    throw py::type_error(std::string(name) + " must be a bool, got " + type_name + " " +
-                         py::repr(value).cast<std::string>());
-  }
-  return value.cast<bool>();
+// Our names, and transformers' GPT2Config names for the same fields (its attribute_map's too).
+std::vector<ConfigKeywords::Field> fields_and_aliases() {
+  return {{"n_vocab", {"vocab_size"}},
+          {"n_ctx", {"n_positions", "max_position_embeddings"}},
+          {"n_embd", {"hidden_size"}},
+          {"n_head", {"num_attention_heads"}},
+          {"n_layer", {"num_hidden_layers"}},
+          {"eps", {"layer_norm_epsilon"}},
+          {"add_cross_attention", {}}};
 }
 }  // namespace
 
 void register_config(py::module_& m) {
   py::class_<GPT2Config> cls(m, "GPT2Config", py::is_final(),
                              "Shape of a GPT-2 family model (names of Hugging Face's config.json).");
-  cls.def(py::init([](const py::object& n_vocab, const py::object& n_ctx, const py::object& n_embd,
-                       const py::object& n_head, const py::object& n_layer, const py::object& eps,
-                       const py::object& add_cross_attention) {
-             GPT2Config c{int_argument(n_vocab, "n_vocab"), int_argument(n_ctx, "n_ctx"),
-                          int_argument(n_embd, "n_embd"),   int_argument(n_head, "n_head"),
-                          int_argument(n_layer, "n_layer"), float_argument(eps, "eps"),
-                          bool_argument(add_cross_attention, "add_cross_attention")};
+  cls.def(py::init([](const py::args& args, const py::kwargs& kwargs) {
+             const ConfigKeywords kw("GPT2Config", fields_and_aliases(), args, kwargs);
+             const GPT2Config d;
+             GPT2Config c{kw.get_int("n_vocab", d.n_vocab),
+                          kw.get_int("n_ctx", d.n_ctx),
+                          kw.get_int("n_embd", d.n_embd),
+                          kw.get_int("n_head", d.n_head),
+                          kw.get_int("n_layer", d.n_layer),
+                          kw.get_float("eps", d.eps),
+                          kw.get_bool("add_cross_attention", d.add_cross_attention)};
              c.validate();
              return c;
            }),
-           py::kw_only(), py::arg("n_vocab") = 50257, py::arg("n_ctx") = 1024, py::arg("n_embd") = 768,
-           py::arg("n_head") = 12, py::arg("n_layer") = 12, py::arg("eps") = 1e-5,
-           py::arg("add_cross_attention") = false)
+           "GPT2Config(*, n_vocab=50257, n_ctx=1024, n_embd=768, n_head=12, n_layer=12, eps=1e-5, "
+           "add_cross_attention=False), keywords only. transformers' names are taken too: vocab_size, n_positions "
+           "(or max_position_embeddings), hidden_size, num_attention_heads, num_hidden_layers, layer_norm_epsilon; "
+           "one field under two names must have one value.")
       .def_readonly("n_vocab", &GPT2Config::n_vocab)
       .def_readonly("n_ctx", &GPT2Config::n_ctx)
       .def_readonly("n_embd", &GPT2Config::n_embd)

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <vector>
 
 #include "../errors.h"
 #include "../llama_config.h"
@@ -59,23 +60,40 @@ py::object rope_scaling_dict(const RopeScaling& s) {
   return d;
 }
 
+// Our names, and transformers' LlamaConfig names for the same fields.
+std::vector<ConfigKeywords::Field> fields_and_aliases() {
+  return {{"n_vocab", {"vocab_size"}},
+          {"n_ctx", {"max_position_embeddings"}},
+          {"n_embd", {"hidden_size"}},
+          {"n_head", {"num_attention_heads"}},
+          {"n_kv_head", {"num_key_value_heads"}},
+          {"n_layer", {"num_hidden_layers"}},
+          {"head_dim", {}},
+          {"n_ff", {"intermediate_size"}},
+          {"eps", {"rms_norm_eps"}},
+          {"rope_theta", {}},
+          {"rope_scaling", {}},
+          {"attention_bias", {}},
+          {"mlp_bias", {}},
+          {"tie_word_embeddings", {}}};
+}
+
 }  // namespace
 
 void register_llama_config(py::module_& m) {
   py::class_<LlamaConfig> cls(m, "LlamaConfig", py::is_final(),
                               "Shape of a LLaMA-family model (n_kv_head < n_head: grouped-query attention).");
-  cls.def(py::init([](const py::object& n_vocab, const py::object& n_ctx, const py::object& n_embd,
-                       const py::object& n_head, const py::object& n_kv_head, const py::object& n_layer,
-                       const py::object& head_dim, const py::object& n_ff, const py::object& eps,
-                       const py::object& rope_theta, const py::object& rope_scaling, bool attention_bias,
-                       bool mlp_bias, bool tie_word_embeddings) {
-             LlamaConfig c;
-             c.n_vocab = int_argument(n_vocab, "n_vocab");
-             c.n_ctx = int_argument(n_ctx, "n_ctx");
-             c.n_embd = int_argument(n_embd, "n_embd");
-             c.n_head = int_argument(n_head, "n_head");
-             c.n_kv_head = n_kv_head.is_none() ? c.n_head : int_argument(n_kv_head, "n_kv_head");
-             c.n_layer = int_argument(n_layer, "n_layer");
+  cls.def(py::init([](const py::args& args, const py::kwargs& kwargs) {
+             const ConfigKeywords kw("LlamaConfig", fields_and_aliases(), args, kwargs);
+             LlamaConfig c;  // the defaults: Llama 2 7B's shape
+             c.n_vocab = kw.get_int("n_vocab", c.n_vocab);
+             c.n_ctx = kw.get_int("n_ctx", c.n_ctx);
+             c.n_embd = kw.get_int("n_embd", c.n_embd);
+             c.n_head = kw.get_int("n_head", c.n_head);
+             const py::object n_kv_head = kw.get("n_kv_head");
+             c.n_kv_head = n_kv_head.is_none() ? c.n_head : int_argument(n_kv_head, kw.name("n_kv_head").c_str());
+             c.n_layer = kw.get_int("n_layer", c.n_layer);
+             const py::object head_dim = kw.get("head_dim");
              if (head_dim.is_none()) {
                require(c.n_head > 0 && c.n_embd % c.n_head == 0,
                        "config: n_embd (" + std::to_string(c.n_embd) + ") must be divisible by n_head (" +
@@ -84,21 +102,21 @@ void register_llama_config(py::module_& m) {
              } else {
                c.head_dim = int_argument(head_dim, "head_dim");
              }
-             c.n_ff = int_argument(n_ff, "n_ff");
-             c.eps = float_argument(eps, "eps");
-             c.rope_theta = float_argument(rope_theta, "rope_theta");
-             c.rope_scaling = rope_scaling_from(rope_scaling);
-             c.attention_bias = attention_bias;
-             c.mlp_bias = mlp_bias;
-             c.tie_word_embeddings = tie_word_embeddings;
+             c.n_ff = kw.get_int("n_ff", c.n_ff);
+             c.eps = kw.get_float("eps", c.eps);
+             c.rope_theta = kw.get_float("rope_theta", c.rope_theta);
+             c.rope_scaling = rope_scaling_from(kw.get("rope_scaling"));
+             c.attention_bias = kw.get_bool("attention_bias", c.attention_bias);
+             c.mlp_bias = kw.get_bool("mlp_bias", c.mlp_bias);
+             c.tie_word_embeddings = kw.get_bool("tie_word_embeddings", c.tie_word_embeddings);
              c.validate();
              return c;
            }),
-           py::kw_only(), py::arg("n_vocab") = 32000, py::arg("n_ctx") = 2048, py::arg("n_embd") = 4096,
-           py::arg("n_head") = 32, py::arg("n_kv_head") = py::none(), py::arg("n_layer") = 32,
-           py::arg("head_dim") = py::none(), py::arg("n_ff") = 11008, py::arg("eps") = 1e-6,
-           py::arg("rope_theta") = 10000.0, py::arg("rope_scaling") = py::none(), py::arg("attention_bias") = false,
-           py::arg("mlp_bias") = false, py::arg("tie_word_embeddings") = false)
+           "LlamaConfig(*, n_vocab=32000, n_ctx=2048, n_embd=4096, n_head=32, n_kv_head=None (= n_head), n_layer=32, "
+           "head_dim=None (= n_embd / n_head), n_ff=11008, eps=1e-6, rope_theta=10000.0, rope_scaling=None, "
+           "attention_bias=False, mlp_bias=False, tie_word_embeddings=False), keywords only. transformers' names are "
+           "taken too: vocab_size, max_position_embeddings, hidden_size, num_attention_heads, num_key_value_heads, "
+           "num_hidden_layers, intermediate_size, rms_norm_eps; one field under two names must have one value.")
       .def_readonly("n_vocab", &LlamaConfig::n_vocab)
       .def_readonly("n_ctx", &LlamaConfig::n_ctx)
       .def_readonly("n_embd", &LlamaConfig::n_embd)
@@ -114,6 +132,20 @@ void register_llama_config(py::module_& m) {
       .def_readonly("mlp_bias", &LlamaConfig::mlp_bias)
       .def_readonly("tie_word_embeddings", &LlamaConfig::tie_word_embeddings)
       .def_property_readonly("rope_inv_freq", &LlamaConfig::rope_inv_freq)
+      // Pickling rebuilds through the constructor and its checks, as GPT2Config's does.
+      .def("__reduce__",
+           [](const LlamaConfig& c) {
+             const py::object partial = py::module_::import("functools").attr("partial");
+             const py::object rebuild = partial(
+                 py::type::of<LlamaConfig>(), py::arg("n_vocab") = c.n_vocab, py::arg("n_ctx") = c.n_ctx,
+                 py::arg("n_embd") = c.n_embd, py::arg("n_head") = c.n_head, py::arg("n_kv_head") = c.n_kv_head,
+                 py::arg("n_layer") = c.n_layer, py::arg("head_dim") = c.head_dim, py::arg("n_ff") = c.n_ff,
+                 py::arg("eps") = c.eps, py::arg("rope_theta") = c.rope_theta,
+                 py::arg("rope_scaling") = rope_scaling_dict(c.rope_scaling),
+                 py::arg("attention_bias") = c.attention_bias, py::arg("mlp_bias") = c.mlp_bias,
+                 py::arg("tie_word_embeddings") = c.tie_word_embeddings);
+             return py::make_tuple(rebuild, py::tuple());
+           })
       .def("__repr__", [](const LlamaConfig& c) {
         std::string s = "LlamaConfig(n_vocab=" + std::to_string(c.n_vocab) + ", n_ctx=" + std::to_string(c.n_ctx) +
                         ", n_embd=" + std::to_string(c.n_embd) + ", n_head=" + std::to_string(c.n_head) +

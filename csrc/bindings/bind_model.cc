@@ -136,13 +136,14 @@ void register_model(py::module_& m) {
 
   auto cls = py::class_<GPT2Model, CausalLM, std::shared_ptr<GPT2Model>>(m, "Model", "GPT-2 forward pass over a KV cache")
       .def_static("load",
-                  [](const std::string& path, const GPT2Config& config, const std::string& weights_dtype) {
+                  [](const std::vector<std::string>& paths, const GPT2Config& config,
+                     const std::string& weights_dtype) {
                     const WeightType type = weight_type(weights_dtype);
                     GilRelease release;
-                    return std::make_shared<GPT2Model>(GPT2Weights::load(path, config, type));
+                    return std::make_shared<GPT2Model>(GPT2Weights::load(paths, config, type));
                   },
-                  py::arg("path"), py::arg("config"), py::arg("weights_dtype") = "float32",
-                  "Load a Hugging Face GPT-2 model.safetensors file.")
+                  py::arg("paths"), py::arg("config"), py::arg("weights_dtype") = "float32",
+                  "Load a Hugging Face GPT-2 checkpoint's weights: [model.safetensors], or its shards.")
       .def_static("random",
                   [](const GPT2Config& config, uint64_t seed, const std::string& weights_dtype) {
                     const WeightType type = weight_type(weights_dtype);

@@ -1,9 +1,13 @@
 // The core's validated safetensors reader for Python's loaders (the LLaMA family's, llama_loading.py): each
-// tensor as a read-only NumPy view of its stored values, float32, float16 or bfloat16 (as uint16 bits).
+// tensor as a read-only NumPy view of its stored values, float32, float16 or bfloat16 (as uint16 bits); and the
+// tensor names of a file, which checkpoint_files.py checks against a shard index.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "../errors.h"
 #include "../safetensors.h"
@@ -52,6 +56,13 @@ py::dict read_safetensors(const std::string& path) {
 void register_safetensors(py::module_& m) {
   m.def("read_safetensors", &read_safetensors, py::arg("path"),
         "{name: (dtype name, read-only array of the stored values)}; BF16 values as their uint16 bits.");
+  m.def(
+      "safetensors_names",
+      [](const std::string& path) {
+        GilRelease release;
+        return SafeTensorsFile(path).names();
+      },
+      py::arg("path"), "The names of every tensor of a file (any dtype), its header checked as for reading.");
 }
 
 }  // namespace kvcache::bindings

@@ -73,6 +73,91 @@ float float_argument(const py::handle& value, const char* name) {
   return static_cast<float>(number);
 }
 
+bool bool_argument(const py::handle& value, const char* name) {
+  const std::string type_name = py::str(py::type::of(value).attr("__name__"));
+  if (type_name != "bool") {
+    throw py::type_error(std::string(name) + " must be a bool, got " + type_name + " " +
+                         py::repr(value).cast<std::string>());
+  }
+  return value.cast<bool>();
+}
+
+ConfigKeywords::ConfigKeywords(std::string type, std::vector<Field> fields, const py::args& args,
+                               const py::kwargs& kwargs)
+    : type_(std::move(type)) {
+  std::map<std::string, std::string> field_of;  // every accepted name -> its field
+  std::string accepted;
+  for (const Field& f : fields) {
+    given_[f.name];
+    field_of[f.name] = f.name;
+    accepted += std::string(accepted.empty() ? "" : ", ") + f.name;
+    for (std::size_t i = 0; i < f.aliases.size(); ++i) {
+      field_of[f.aliases[i]] = f.name;
+      accepted += std::string(i == 0 ? " (or " : ", ") + f.aliases[i] + (i + 1 == f.aliases.size() ? ")" : "");
+    }
+  }
+  if (!args.empty()) {
+    throw py::type_error(type_ + "() takes keyword arguments only, got " + std::to_string(args.size()) +
+                         " positional; it takes " + accepted);
+  }
+  for (const auto& [key, value] : kwargs) {
+    const std::string name = py::str(key);
+    const auto it = field_of.find(name);
+    if (it == field_of.end()) {
+      throw py::type_error(type_ + "() got an unexpected keyword argument '" + name + "'; it takes " + accepted);
+    }
+    given_[it->second].emplace_back(name, py::reinterpret_borrow<py::object>(value));
+  }
+}
+
+const std::vector<std::pair<std::string, py::object>>& ConfigKeywords::given(const char* field) const {
+  return given_.at(field);
+}
+
+void ConfigKeywords::conflict(const char* field) const {
+  std::string names;
+  for (const auto& [name, value] : given(field)) {
+    names += (names.empty() ? "" : " and ") + name + "=" + py::repr(value).cast<std::string>();
+  }
+  throw py::value_error(type_ + "(): " + names + " name one field (" + field +
+                        ") with different values; give it once");
+}
+
+template <class T, class Convert>
+T ConfigKeywords::typed(const char* field, T fallback, Convert convert) const {
+  const auto& values = given(field);
+  if (values.empty()) return fallback;
+  const T value = convert(values[0].second, values[0].first.c_str());
+  for (std::size_t i = 1; i < values.size(); ++i) {
+    if (!(convert(values[i].second, values[i].first.c_str()) == value)) conflict(field);
+  }
+  return value;
+}
+
+int ConfigKeywords::get_int(const char* field, int fallback) const { return typed(field, fallback, int_argument); }
+
+float ConfigKeywords::get_float(const char* field, float fallback) const {
+  return typed(field, fallback, float_argument);
+}
+
+bool ConfigKeywords::get_bool(const char* field, bool fallback) const {
+  return typed(field, fallback, bool_argument);
+}
+
+py::object ConfigKeywords::get(const char* field) const {
+  const auto& values = given(field);
+  if (values.empty()) return py::none();
+  for (std::size_t i = 1; i < values.size(); ++i) {
+    if (!values[i].second.equal(values[0].second)) conflict(field);
+  }
+  return values[0].second;
+}
+
+std::string ConfigKeywords::name(const char* field) const {
+  const auto& values = given(field);
+  return values.empty() ? field : values[0].first;
+}
+
 WeightType weight_type(const std::string& name) {
   if (name == "float32") return WeightType::F32;
   if (name == "bfloat16") return WeightType::BF16;

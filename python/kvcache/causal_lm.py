@@ -10,11 +10,12 @@ import numpy as np
 
 from . import _core
 from ._core import KVCache
-from .arguments import check_dtype, check_int, check_token_id
+from .arguments import check_dtype, check_int
 from .fingerprint import weights_fingerprint
 from .generation import GenerateOutput, GenerationRun, new_token_budget
 from .generation_config import FROM_CONFIG, GenerationConfig, resolve, with_generation_options
 from .prefix_cache import PrefixCache
+from .token_ids import id_matrix, is_id_array, parse_prompts
 
 if TYPE_CHECKING:
     from .session import Session
@@ -29,33 +30,6 @@ _NOT_SPECULATED = ("use_cache", "cache", "past_key_values", "encoder_hidden_stat
 _NOT_WITH_BEAMS = ("use_cache", "cache", "past_key_values", "encoder_hidden_states", "stop_strings", "streamer",
                    "return_dict_in_generate", "repetition_penalty", "no_repeat_ngram_size", "min_new_tokens",
                    "min_length", "min_p", "typical_p", "assistant_model", "prompt_lookup_num_tokens")
-
-
-def _as_id_rows(ids, n_vocab: int) -> tuple[List[List[int]], bool]:
-    """Token ids as a list of rows, and whether the input was a single sequence; every id in [0, n_vocab)."""
-    if isinstance(ids, np.ndarray):
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"token ids must be integers, got dtype {ids.dtype}")
-        if ids.ndim not in (1, 2):
-            raise ValueError(f"token ids must be 1-D or 2-D, got {ids.ndim} dimensions")
-        rows, single = ([ids.tolist()], True) if ids.ndim == 1 else (ids.tolist(), False)
-    elif isinstance(ids, (list, tuple)):
-        single = len(ids) == 0 or not isinstance(ids[0], (list, tuple, np.ndarray))
-        if single:
-            rows = [list(ids)]
-        else:  # every row a sequence of ids, named when it is not (list() would say "'int' object is not iterable")
-            rows = []
-            for i, r in enumerate(ids):
-                if not isinstance(r, (list, tuple, np.ndarray)) or (isinstance(r, np.ndarray) and r.ndim != 1):
-                    raise TypeError(f"prompt {i} must be a list of token ids (rows of ids: every row a list), got "
-                                    f"{type(r).__name__} {r!r}")
-                rows.append(list(r))
-    else:
-        raise TypeError(f"token ids must be a list of ints or a list of lists, got {type(ids).__name__}")
-    for i, row in enumerate(rows):
-        for t in row:
-            check_token_id(t, n_vocab, where=f" in prompt {i}")
-    return rows, single
 
 
 def _pieces(tok, run: GenerationRun) -> Iterator[Tuple[int, str]]:
@@ -82,13 +56,16 @@ def _pieces(tok, run: GenerationRun) -> Iterator[Tuple[int, str]]:
 
 class CausalLM:
     """A model on the C++ engine; subclasses load it. self._core is the engine's model, self.tokenizer its tokenizer
-    (or None: ids only), self.eos_token_id where generation stops by default."""
+    (or None: ids only), self.eos_token_id where generation stops by default, self.pad_token_id what fills the
+    rows of a 2-D result that stopped early (None: the end-of-text id, as transformers)."""
 
-    def __init__(self, core: _core.CausalLM, tokenizer=None, eos_token_id: Optional[int] = None):
+    def __init__(self, core: _core.CausalLM, tokenizer=None, eos_token_id: Optional[int] = None,
+                 pad_token_id: Optional[int] = None):
         self._core = core
         self.tokenizer = tokenizer
         # An end-of-text id outside the vocabulary (a small test config) can never be produced: no early stop.
         self.eos_token_id = eos_token_id if eos_token_id is not None and eos_token_id < core.n_vocab else None
+        self.pad_token_id = pad_token_id
         self._prefix_cache: Optional[PrefixCache] = None
         self._fingerprint: Optional[str] = None
 
@@ -116,12 +93,22 @@ class CausalLM:
         return self._need_tokenizer().encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
+        """One sequence of ids (a list, 1-D array or tensor) -> text. ValueError for an id the tokenizer lacks."""
         return self._need_tokenizer().decode(ids)
 
     @with_generation_options()
-    def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: Optional[int] = None, **options):
+    def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: Optional[int] = None, *,
+                 attention_mask=None, pad_token_id=FROM_CONFIG, **options):
         """Prompt text (or a list of them) -> prompt + continuation (a list of num_return_sequences texts per
-        prompt when more than one); with return_dict_in_generate, a GenerateOutput whose texts are those."""
+        prompt when more than one); with return_dict_in_generate, a GenerateOutput whose texts are those. Token
+        ids as a NumPy array or torch tensor (with attention_mask=, as transformers' generate takes them) are
+        generate_ids(): ids out, of the same type."""
+        if is_id_array(prompt):
+            return self.generate_ids(prompt, max_new_tokens, attention_mask=attention_mask, pad_token_id=pad_token_id,
+                                     **options)
+        if attention_mask is not None:
+            raise ValueError("attention_mask goes with padded token ids (an array or tensor, or generate_ids()); "
+                             "text prompts are never padded")
         config = resolve("generate", max_new_tokens, options)
         tok = self._need_tokenizer()
         if isinstance(prompt, str):
@@ -168,10 +155,10 @@ class CausalLM:
 
     # ---- ids ----------------------------------------------------------------------------------------------------
     @with_generation_options()
-    def generate_ids(self, ids, max_new_tokens: Optional[int] = None, **options):
-        """Token ids (one list, or a list of lists of any lengths) -> prompt + new ids, per row: one list for a single
-        prompt with num_return_sequences=1, otherwise a list per generated row (prompt-major, as transformers); with
-        return_dict_in_generate, a GenerateOutput.
+    def generate_ids(self, ids, max_new_tokens: Optional[int] = None, *, attention_mask=None,
+                     pad_token_id=FROM_CONFIG, **options):
+        """Token ids (one list, or a list of lists of any lengths; a 1-D or 2-D NumPy array or torch tensor of any
+        integer dtype) -> prompt + new ids, per row; with return_dict_in_generate, a GenerateOutput.
 
         Greedy (do_sample=False) ignores the sampling filters; sampling applies temperature, top_k, top_p, min_p and
         typical_p in that order, after the repetition penalty, n-gram bans and min_new_tokens, as transformers does.
@@ -180,15 +167,30 @@ class CausalLM:
         tokens after what each row holds, and the cache is left holding every returned token but the last.
         past_key_values: as transformers, ids are whole sequences whose first get_seq_length() tokens the cache
         holds. Without either, a prefix cache (enable_prefix_cache) supplies the blocks it holds.
+        encoder_hidden_states (prompts, S, n_embd): the encoder states a cross-attention GPT-2
+        (add_cross_attention=True) attends over, projected once per call into the cache's cross K/V.
+        attention_mask (the shape of ids, 0/1; as transformers' tokenizers pad): each row's real tokens are those
+        under 1, one run per row (padding on the left, the right, or both); pads never enter attention, and each row
+        gives what it gives alone, unpadded.
 
-        Raises TypeError for an unknown keyword or a value of the wrong type, ValueError for a value out of range or
-        a prompt that does not fit n_ctx."""
+        Returns: lists for lists: a single prompt with num_return_sequences=1 gives one list of ids, otherwise a
+        list per generated row, each the prompt as given (pads included) then its new ids. For an array or tensor:
+        the same type, dtype and device; 1-D for a 1-D prompt and one row, else (rows, T + new), so that
+        out[:, T:] are the new tokens, rows that stopped early filled with pad_token_id (default: the config's
+        pad_token_id, else the end-of-text id, as transformers).
+
+        Raises:
+            TypeError: ids that are not integers (floats, bools, a str), a mask of the wrong type.
+            ValueError: ids beyond 2-D or outside the vocabulary; a mask of another shape, with values other than
+                0/1, a hole, or a row of zeros; a result to fill and no pad_token_id; bad generation options."""
         config = resolve("generate_ids", max_new_tokens, options)
-        rows, single = _as_id_rows(ids, self.config.n_vocab)
-        out = self._generate(rows, config)
+        prompts = parse_prompts(ids, self.config.n_vocab, attention_mask)
+        pad = self._pad(pad_token_id, config)
+        out = self._generate(prompts.rows, config)
         if isinstance(out, GenerateOutput):
+            out.sequences = prompts.as_given(out.sequences, config.num_return_sequences)
             return out
-        return out[0] if single and config.num_return_sequences == 1 else out
+        return prompts.output(out, config.num_return_sequences, pad)
 
     def _generate(self, rows: List[List[int]], config: GenerationConfig,
                   contexts=None) -> Union[List[List[int]], GenerateOutput]:
@@ -242,6 +244,15 @@ class CausalLM:
         seq = speculative_generate(self, rows[0], c, new_token_budget(c, len(rows[0])), eos, stats)
         return GenerateOutput(sequences=[seq], speculation=stats) if c.return_dict_in_generate else [seq]
 
+    def _pad(self, pad_token_id, config: GenerationConfig) -> Optional[int]:
+        """The id that fills a 2-D result's rows that stopped early: given, the config's, else the end-of-text id."""
+        if pad_token_id is FROM_CONFIG:
+            if self.pad_token_id is not None:
+                return self.pad_token_id
+            eos = self.eos_token_id if config.eos_token_id is FROM_CONFIG else config.eos_token_id
+            return eos[0] if isinstance(eos, tuple) else eos
+        return None if pad_token_id is None else check_int("pad_token_id", pad_token_id, 0)
+
     def _run(self, rows: List[List[int]], config: GenerationConfig, contexts=None) -> GenerationRun:
         # the prefix cache keys blocks by tokens alone: with encoder states, the same tokens have other K/V
         reusable = config.cache is None and config.past_key_values is None and config.encoder_hidden_states is None
@@ -261,14 +272,19 @@ class CausalLM:
                 logits: str = "all") -> np.ndarray:
         """tokens (B, T) -> logits (B, T, n_vocab) float32, or (B, n_vocab) of each row's last token with
         logits="last". With a cache, each row continues at its own length and the new K/V are appended (input row
-        i into cache row rows[i], default i); without one, the tokens are a whole sequence starting at position 0."""
+        i into cache row rows[i], default i); without one, the tokens are a whole sequence starting at position 0.
+        tokens: a NumPy array, a torch tensor (moved to the CPU) or nested lists, of any integer dtype; 1-D is one
+        row.
+
+        Raises:
+            TypeError: tokens that are not integers, a cache that is not a KVCache.
+            ValueError: not 1-D/2-D, rows of different lengths, empty, ids outside the vocabulary, beyond the
+                cache's room or n_ctx."""
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
         if logits not in ("all", "last"):
             raise ValueError(f"logits must be 'all' or 'last', got {logits!r}")
-        tokens = np.asarray(tokens)
-        if tokens.ndim == 1:
-            tokens = tokens[None, :]
+        tokens = id_matrix(tokens)
         if rows is not None:
             rows = [check_int("rows[i]", r, 0) for r in rows]
         return self._core.forward(tokens, cache, rows, logits == "last")

@@ -15,10 +15,9 @@ import numpy as np
 
 from ._core import GPT2Config
 from .arguments import INT32_MAX
+from .checkpoint_files import CONFIG_NAME, WEIGHTS_NAME, directory_of
 from .tokenizer import TOKENIZER_FILES, TOKENIZER_SIDE_FILES
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "vocab.json", "merges.txt"]
 
 # config.json fields we need, with the aliases older GPT-2 configs use.
@@ -30,6 +29,7 @@ class CheckpointSettings(NamedTuple):
     """What config.json says beyond the model's shape."""
     eos_token_id: Optional[int]  # None: generation never stops early
     tie_word_embeddings: bool
+    pad_token_id: Optional[int] = None  # fills a 2-D result's rows that stopped early (None: the eos id)
 
 
 def read_config(path: str) -> Tuple[GPT2Config, CheckpointSettings]:
@@ -75,7 +75,8 @@ def read_config(path: str) -> Tuple[GPT2Config, CheckpointSettings]:
     cross = _flag(raw, "add_cross_attention", False, path)
     config = GPT2Config(n_vocab=fields["vocab_size"], n_ctx=fields["n_positions"], n_embd=fields["n_embd"],
                         n_head=fields["n_head"], n_layer=fields["n_layer"], eps=float(eps), add_cross_attention=cross)
-    return config, CheckpointSettings(_eos_token_id(raw, path), _flag(raw, "tie_word_embeddings", True, path))
+    return config, CheckpointSettings(_eos_token_id(raw, path), _flag(raw, "tie_word_embeddings", True, path),
+                                      _pad_token_id(raw, path))
 
 
 def _as_float32(value: float) -> float:
@@ -92,6 +93,13 @@ def _eos_token_id(raw: Dict[str, Any], path: str) -> Optional[int]:
     if isinstance(eos, bool) or not isinstance(eos, int) or not 0 <= eos <= INT32_MAX:
         raise ValueError(f"{path}: eos_token_id must be null or one token id (an integer >= 0), got {eos!r}")
     return eos
+
+
+def _pad_token_id(raw: Dict[str, Any], path: str) -> Optional[int]:
+    pad = raw.get("pad_token_id")
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= INT32_MAX):
+        raise ValueError(f"{path}: pad_token_id must be null or one token id (an integer >= 0), got {pad!r}")
+    return pad
 
 
 def _flag(raw: Dict[str, Any], name: str, default: bool, path: str) -> bool:
@@ -224,21 +232,26 @@ def _find_in_cache(name: str) -> Optional[str]:
 
 
 def resolve(name_or_path: str) -> str:
-    """A directory with config.json + model.safetensors, from a path or a Hugging Face model name."""
+    """A directory with config.json, from a path (a checkpoint directory, or a file of one: config.json,
+    model.safetensors, ...) or a Hugging Face model name. Its weights: checkpoint_files.weight_files."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"expected a directory or model name, got {type(name_or_path).__name__}")
     name_or_path = os.path.expanduser(os.fspath(name_or_path))
     looks_like_path = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
     if os.path.isdir(name_or_path):
         directory = name_or_path
+    elif os.path.isfile(name_or_path):
+        directory = directory_of(name_or_path)
+        if directory is None:
+            raise ValueError(f"{name_or_path!r} is a file, but not one of a checkpoint (config.json, "
+                             f"model.safetensors, ...): give the checkpoint's directory")
     elif looks_like_path or os.path.exists(name_or_path):
         raise FileNotFoundError(f"model directory not found: {name_or_path!r}")
     else:  # a Hugging Face name such as "gpt2" or "openai-community/gpt2"
         directory = _find_in_cache(name_or_path) or _download(name_or_path)
-    for needed in (CONFIG_NAME, WEIGHTS_NAME):
-        if not os.path.isfile(os.path.join(directory, needed)):
-            raise FileNotFoundError(f"{needed} not found in {directory!r} (a Hugging Face GPT-2 checkpoint has "
-                                    f"config.json and model.safetensors)")
+    if not os.path.isfile(os.path.join(directory, CONFIG_NAME)):
+        raise FileNotFoundError(f"{CONFIG_NAME} not found in {directory!r} (a Hugging Face GPT-2 checkpoint has "
+                                f"config.json and model.safetensors)")
     return directory
 
 

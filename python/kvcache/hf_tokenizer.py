@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from .arguments import check_token_id
+from .token_ids import id_list
 from .tokenizer import TextTokenizer
 
 # llama.cpp's token types (gguf.TokenType): only these two become added tokens.
@@ -130,10 +131,10 @@ class HFTokenizer(TextTokenizer):
         return None if self.bos_token is None else self._tok.token_to_id(self.bos_token)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        """Ids -> text. An id the vocabulary does not have is a ValueError (the Rust decoder would drop it).
+        """Ids (a list, 1-D array or tensor) -> text. An id the vocabulary does not have is a ValueError (the Rust
+        decoder would drop it).
         No clean_up_tokenization_spaces: transformers 5 skips it for BPE vocabularies too."""
-        size = self.vocab_size
-        ids = [check_token_id(t, size, vocabulary="the tokenizer's vocabulary") for t in ids]
+        ids = id_list(ids, self.vocab_size, vocabulary="the tokenizer's vocabulary")
         return self._tok.decode(ids, skip_special_tokens=bool(skip_special_tokens))
 
 

@@ -14,6 +14,7 @@ from ._core import LlamaConfig
 from .arguments import SEED_MAX, check_dtype, check_int
 from .causal_lm import CausalLM
 from .chat_template import render_chat
+from .checkpoint_files import directory_of
 from .fingerprint import weights_fingerprint
 from .generation_config import resolve, with_generation_options
 from .llama_loading import is_gguf, load_gguf, load_hf_dir
@@ -25,9 +26,15 @@ class Llama(CausalLM):
     @classmethod
     def from_pretrained(cls, path: Union[str, os.PathLike], weights_dtype: str = "float32") -> "Llama":
         """Load a Hugging Face LlamaForCausalLM directory (config.json, model.safetensors or shards, tokenizer.json)
-        or a GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors, dequantized to float32 at load).
+        or a GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors, dequantized to float32 at load). A file of a
+        directory (config.json, model.safetensors, ...) stands for the directory.
 
-        weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" or "int8"."""
+        weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" or "int8".
+
+        Raises:
+            FileNotFoundError: no such path, no config.json, no weights file.
+            ValueError: a directory with PyTorch weights only (pytorch_model.bin; the message says how to convert
+                them), a config or tensors we would compute differently, a malformed file."""
         weights_dtype = check_dtype("weights_dtype", weights_dtype)
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
@@ -36,8 +43,11 @@ class Llama(CausalLM):
             loaded = load_hf_dir(path)
         elif is_gguf(path):
             loaded = load_gguf(path)
+        elif os.path.isfile(path) and directory_of(path) is not None:  # config.json, model.safetensors, ...
+            loaded = load_hf_dir(directory_of(path))
         elif os.path.exists(path):
-            raise ValueError(f"{path!r} is neither a checkpoint directory nor a GGUF file (no GGUF magic)")
+            raise ValueError(f"{path!r} is neither a checkpoint directory nor a GGUF file (no GGUF magic), nor a "
+                             f"checkpoint's config.json or safetensors file")
         else:
             raise FileNotFoundError(f"no checkpoint directory or GGUF file at {path!r}")
         config = loaded.config
@@ -46,7 +56,7 @@ class Llama(CausalLM):
             raise ValueError(f"the tokenizer of {path} has {tokenizer.vocab_size} tokens, fewer than the model's "
                              f"vocab_size={config.n_vocab}")
         core = _core.LlamaModel.from_tensors(config, loaded.tensors, weights_dtype)
-        model = cls(core, tokenizer, loaded.eos_token_id)
+        model = cls(core, tokenizer, loaded.eos_token_id, loaded.pad_token_id)
         model._fingerprint = weights_fingerprint(loaded.tensors, core.weights_dtype)
         return model
 

@@ -1,7 +1,8 @@
 """Loading LLaMA-family checkpoints: Hugging Face directories (config.json + model.safetensors, or shards listed in
-model.safetensors.index.json; tokenizer.json) and GGUF files (kvcache.gguf). Each gives a LlamaConfig and float32
-tensors named and laid out as transformers' LlamaForCausalLM holds them; the core (LlamaWeights) checks every name
-and shape. Anything we would compute differently from transformers is refused by name, before any weight is read."""
+model.safetensors.index.json, found by checkpoint_files.py; tokenizer.json) and GGUF files (kvcache.gguf). Each gives
+a LlamaConfig and float32 tensors named and laid out as transformers' LlamaForCausalLM holds them; the core
+(LlamaWeights) checks every name and shape. Anything we would compute differently from transformers is refused by
+name, before any weight is read."""
 
 from __future__ import annotations
 
@@ -14,12 +15,9 @@ import numpy as np
 
 from ._core import LlamaConfig, read_safetensors
 from .arguments import INT32_MAX
+from .checkpoint_files import CONFIG_NAME, weight_files
 from .gguf import GGUFFile, read_gguf
 from .hf_tokenizer import HFTokenizer
-
-CONFIG_NAME = "config.json"
-SINGLE_FILE = "model.safetensors"
-SHARD_INDEX = "model.safetensors.index.json"
 
 
 class LoadedLlama(NamedTuple):
@@ -27,6 +25,7 @@ class LoadedLlama(NamedTuple):
     tensors: Dict[str, np.ndarray]  # float32, C-contiguous, transformers' names
     tokenizer: Optional[HFTokenizer]
     eos_token_id: Optional[int]
+    pad_token_id: Optional[int] = None
 
 
 def is_gguf(path: str) -> bool:
@@ -67,6 +66,12 @@ def _eos_id(raw: dict, path: str) -> Optional[int]:
     if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int) or eos < 0):
         raise ValueError(f"{path}: eos_token_id must be a non-negative integer, got {eos!r}")
     return eos
+
+
+def _pad_id(value, path: str, key: str) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{path}: {key} must be a non-negative integer or null, got {value!r}")
+    return value
 
 
 def config_from_hf(raw: dict, path: str) -> LlamaConfig:
@@ -116,34 +121,10 @@ def _as_float32(dtype: str, stored: np.ndarray) -> np.ndarray:
 
 def read_hf_tensors(directory: str) -> Dict[str, np.ndarray]:
     """Every tensor of model.safetensors, or of the shards model.safetensors.index.json lists, as float32."""
-    index_path = os.path.join(directory, SHARD_INDEX)
-    if os.path.isfile(index_path):
-        try:
-            with open(index_path, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{index_path}: not a valid safetensors index ({e!r})") from None
-        for shard in shards:
-            if not isinstance(shard, str) or os.path.basename(shard) != shard:
-                raise ValueError(f"{index_path}: shard {shard!r} is not a file name in {directory}")
-    else:
-        weight_map, shards = None, [SINGLE_FILE]
     tensors: Dict[str, np.ndarray] = {}
-    for shard in shards:
-        path = os.path.join(directory, shard)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"weights file not found: {path!r}")
+    for path in weight_files(directory, "LlamaForCausalLM"):  # no tensor in two shards: checked there
         for name, (dtype, stored) in read_safetensors(path).items():
-            if name in tensors:
-                raise ValueError(f"{path}: tensor {name!r} is also in another shard")
-            if weight_map is not None and weight_map.get(name) != shard:
-                raise ValueError(f"{path}: tensor {name!r} is not listed for this shard in {index_path}")
             tensors[name] = _as_float32(dtype, stored)
-    if weight_map is not None:
-        missing = sorted(set(weight_map) - set(tensors))
-        if missing:
-            raise ValueError(f"{index_path}: lists {missing[0]!r}, which no shard holds")
     return tensors
 
 
@@ -171,7 +152,8 @@ def load_hf_dir(directory: str) -> LoadedLlama:
     if os.path.isfile(tokenizer_json):
         side = os.path.join(directory, "tokenizer_config.json")
         tokenizer = HFTokenizer.from_file(tokenizer_json, side if os.path.isfile(side) else None)
-    return LoadedLlama(config, tensors, tokenizer, _eos_id(raw, config_path))
+    return LoadedLlama(config, tensors, tokenizer, _eos_id(raw, config_path),
+                       _pad_id(raw.get("pad_token_id"), config_path, "pad_token_id"))
 
 
 # ---- GGUF ---------------------------------------------------------------------------------------------------------
@@ -257,6 +239,7 @@ def load_gguf(path: str) -> LoadedLlama:
         tokenizer = HFTokenizer.from_gguf_metadata(gguf.metadata, source=path) \
             if "tokenizer.ggml.tokens" in gguf.metadata else None
         eos = gguf.metadata.get("tokenizer.ggml.eos_token_id")
+        pad = gguf.metadata.get("tokenizer.ggml.padding_token_id")
     if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int) or eos < 0):
         raise ValueError(f"{path}: tokenizer.ggml.eos_token_id must be a non-negative integer, got {eos!r}")
-    return LoadedLlama(config, tensors, tokenizer, eos)
+    return LoadedLlama(config, tensors, tokenizer, eos, _pad_id(pad, path, "tokenizer.ggml.padding_token_id"))

@@ -8,6 +8,7 @@ import os
 from importlib import metadata
 from typing import Union
 
+from .checkpoint_files import directory_of
 from .llama import Llama
 from .llama_loading import is_gguf
 from .model import GPT2
@@ -31,7 +32,8 @@ def packaged_path(name: str) -> str:
 
 
 def load(name_or_path: Union[str, os.PathLike], weights_dtype: str = "float32") -> Union[GPT2, Llama]:
-    """A model by packaged name ("smollm2"), GGUF file, or Hugging Face directory (GPT-2 or LLaMA family)."""
+    """A model by packaged name ("smollm2"), GGUF file, or Hugging Face directory (GPT-2 or LLaMA family; a file of
+    one, such as its config.json, stands for it)."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path must be a str or os.PathLike, got {type(name_or_path).__name__}")
     path = os.fspath(name_or_path)
@@ -40,7 +42,9 @@ def load(name_or_path: Union[str, os.PathLike], weights_dtype: str = "float32") 
     if os.path.isfile(path):
         if is_gguf(path):
             return Llama.from_pretrained(path, weights_dtype)
-        raise ValueError(f"{path!r} is a file but not a GGUF file; give a GGUF file or a checkpoint directory")
+        if directory_of(path) is None:
+            raise ValueError(f"{path!r} is a file but not a GGUF file; give a GGUF file or a checkpoint directory")
+        path = directory_of(path)  # config.json, model.safetensors, ...: the checkpoint they belong to
     if os.path.isdir(path):
         config_path = os.path.join(path, "config.json")
         try:

@@ -13,7 +13,9 @@ from . import _core
 from ._core import GPT2Config, KVCache
 from .arguments import SEED_MAX, check_dtype, check_int
 from .causal_lm import CausalLM
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve, save_checkpoint
+from .checkpoint import CONFIG_NAME, read_config, resolve, save_checkpoint
+from .checkpoint_files import weight_files
+from .token_ids import id_matrix
 from .tokenizer import GPT2Tokenizer
 
 GPT2_VOCAB_SIZE = 50257
@@ -28,28 +30,35 @@ class GPT2(CausalLM):
     """A GPT-2 model on the C++ engine. Make one with from_pretrained() or from_config()."""
 
     def __init__(self, core: _core.Model, tokenizer: Optional[GPT2Tokenizer] = None,
-                 eos_token_id: Optional[int] = 50256):
-        super().__init__(core, tokenizer, eos_token_id)
+                 eos_token_id: Optional[int] = 50256, pad_token_id: Optional[int] = None):
+        super().__init__(core, tokenizer, eos_token_id, pad_token_id)
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: Union[str, os.PathLike], weights_dtype: str = "float32") -> "GPT2":
-        """Load a Hugging Face GPT-2 checkpoint: a directory with config.json + model.safetensors (+ vocab.json,
-        merges.txt), or a model name found in the local Hugging Face cache (downloaded only when huggingface_hub
-        is installed and online).
+        """Load a Hugging Face GPT-2 checkpoint: a directory with config.json + model.safetensors, or the shards
+        model.safetensors.index.json lists (+ vocab.json, merges.txt); a file of such a directory (config.json,
+        model.safetensors) for the directory; or a model name found in the local Hugging Face cache (downloaded only
+        when huggingface_hub is installed and online).
 
         weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" (half the bytes
         per decoded token) or "int8" (a quarter, one scale per output channel). Activations and all sums stay
         float32 (the KV cache too, unless new_cache / generate ask for 16 bits); decode is memory-bound, so fewer
-        bytes are faster."""
+        bytes are faster.
+
+        Raises:
+            FileNotFoundError: no such directory, config.json or weights file; a name neither cached nor
+                downloadable.
+            ValueError: PyTorch weights only (pytorch_model.bin; the message says how to convert them), a file that
+                is not a checkpoint's, a config or tensors we would compute differently, a malformed file."""
         weights_dtype = check_dtype("weights_dtype", weights_dtype)
         directory = resolve(name_or_path)
         config_path = os.path.join(directory, CONFIG_NAME)
         config, settings = read_config(config_path)
-        weights_path = os.path.join(directory, WEIGHTS_NAME)
-        core = _core.Model.load(weights_path, config, weights_dtype)
+        weights_paths = weight_files(directory, "GPT2LMHeadModel")
+        core = _core.Model.load(weights_paths, config, weights_dtype)
         if not settings.tie_word_embeddings and core.tied:
-            raise ValueError(f"{config_path}: tie_word_embeddings is false, but {weights_path} has no "
+            raise ValueError(f"{config_path}: tie_word_embeddings is false, but {', '.join(weights_paths)} has no "
                              f"lm_head.weight to use instead of the tied embeddings")
         tokenizer = GPT2Tokenizer.from_dir(directory)
         if tokenizer is None and config.n_vocab == GPT2_VOCAB_SIZE:
@@ -58,7 +67,7 @@ class GPT2(CausalLM):
             raise ValueError(f"the tokenizer in {directory} has {tokenizer.vocab_size} tokens, fewer than the model's "
                              f"vocab_size={config.n_vocab}: text could not hold every id the model produces (remove "
                              f"the tokenizer files to work with ids alone)")
-        return cls(core, tokenizer, settings.eos_token_id)
+        return cls(core, tokenizer, settings.eos_token_id, settings.pad_token_id)
 
     @classmethod
     def from_config(cls, config: GPT2Config, seed: int = 0, weights_dtype: str = "float32") -> "GPT2":
@@ -105,9 +114,7 @@ class GPT2(CausalLM):
             raise ValueError(NO_CROSS_ATTENTION)
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
-        ids = np.asarray(tokens)
-        if ids.ndim == 1:
-            ids = ids[None, :]
+        ids = id_matrix(tokens)
         # tokens the engine would refuse (not integers, not 2-D, empty) reach it as they are, for its message
         if ids.ndim == 2 and ids.size > 0 and ids.dtype.kind in "iu":
             batch, length = ids.shape

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Sequence, Union
 
-from .arguments import check_int, check_token_id
+from .arguments import check_int
 from .generation import GenerationRun, new_token_budget
 from .generation_config import SESSION_FIXED, GenerationConfig, resolve, with_generation_options
+from .token_ids import id_list, is_id_array
 
 # a session generates one row on its own cache, and returns text
 _SESSION_EXCLUDED = SESSION_FIXED + ("encoder_hidden_states", "length_penalty", "early_stopping",
@@ -80,10 +81,10 @@ class Session:
     def _ids(self, text_or_ids) -> List[int]:
         if isinstance(text_or_ids, str):
             return self.model.encode(text_or_ids)
-        if isinstance(text_or_ids, (list, tuple)) or hasattr(text_or_ids, "tolist"):
-            ids = text_or_ids.tolist() if hasattr(text_or_ids, "tolist") else list(text_or_ids)
-            return [check_token_id(t, self.model.config.n_vocab) for t in ids]
-        raise TypeError(f"expected text (str) or a list of token ids, got {type(text_or_ids).__name__}")
+        if isinstance(text_or_ids, (list, tuple)) or is_id_array(text_or_ids):
+            return id_list(text_or_ids, self.model.config.n_vocab)
+        raise TypeError(f"expected text (str) or token ids (a list, 1-D array or tensor), got "
+                        f"{type(text_or_ids).__name__}")
 
     def _check_room(self, n_tokens: int, max_new_tokens: int) -> None:
         if n_tokens + max_new_tokens > self.max_seq_len:
@@ -92,8 +93,13 @@ class Session:
                              f"changed (rewind(), or start a session with a larger max_seq_len)")
 
     def append(self, text_or_ids) -> None:
-        """Extend the history with text or ids without generating; their keys and values are computed now (all
-        but the last token, which the next generation feeds)."""
+        """Extend the history with text or ids (a list, 1-D NumPy array or torch tensor of any integer dtype) without
+        generating; their keys and values are computed now (all but the last token, which the next generation
+        feeds).
+
+        Raises:
+            TypeError: neither text nor ids; ids that are not integers.
+            ValueError: ids outside the vocabulary or not 1-D; more than the session's max_seq_len."""
         ids = self._ids(text_or_ids)
         self._check_room(len(self._tokens) + len(ids), 0)
         held = self._cache.get_seq_length()

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from .arguments import check_token_id
+from .token_ids import id_list
 
 END_OF_TEXT = "<|endoftext|>"
 TOKENIZER_JSON = "tokenizer.json"
@@ -100,7 +100,7 @@ class GPT2Tokenizer(TextTokenizer):
         return self._tok.token_to_id(END_OF_TEXT)
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Ids -> text. An id the vocabulary does not have is a ValueError (the Rust decoder would drop it)."""
-        size = self.vocab_size
-        ids = [check_token_id(t, size, vocabulary="the tokenizer's vocabulary") for t in ids]
+        """Ids (a list, 1-D array or tensor) -> text. An id the vocabulary does not have is a ValueError (the Rust
+        decoder would drop it)."""
+        ids = id_list(ids, self.vocab_size, vocabulary="the tokenizer's vocabulary")
         return self._tok.decode(ids, skip_special_tokens=False)
