@@ -87,7 +87,18 @@ class Llama(CausalLM):
     def chat(self, messages: List[dict], max_new_tokens: Optional[int] = 256, **options) -> str:
         """The assistant's reply to a conversation ([{"role": "user", "content": "..."}, ...]), rendered through
         the model's chat template with the generation prompt. Returns the reply text only, without special
-        tokens."""
+        tokens.
+
+        Args:
+            messages: [{"role": "system" | "user" | "assistant", "content": str}, ...].
+            max_new_tokens: at most this many tokens of reply (default 256); the generation keywords below too.
+
+        Returns:
+            The reply's text.
+
+        Raises:
+            ValueError: a tokenizer without a chat template, a conversation longer than n_ctx, bad options.
+            TypeError: messages that are not dicts of str, an unknown keyword."""
         config = resolve("chat", max_new_tokens, options,
                          exclude=("num_return_sequences", "num_beams", "return_dict_in_generate"))
         ids = self.chat_ids(messages)
@@ -95,7 +106,10 @@ class Llama(CausalLM):
         return self.tokenizer.decode(out[len(ids):], skip_special_tokens=True)
 
     def chat_ids(self, messages: List[dict]) -> List[int]:
-        """The conversation's prompt ids, as transformers' apply_chat_template(add_generation_prompt=True) gives."""
+        """The conversation's prompt ids, as transformers' apply_chat_template(add_generation_prompt=True) gives.
+
+        Raises:
+            ValueError: the tokenizer has no chat template (use generate() with plain text)."""
         tok = self._need_tokenizer()
         if not tok.chat_template:
             raise ValueError("this model's tokenizer has no chat template; use generate() with plain text")

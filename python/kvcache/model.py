@@ -71,7 +71,15 @@ class GPT2(CausalLM):
 
     @classmethod
     def from_config(cls, config: GPT2Config, seed: int = 0, weights_dtype: str = "float32") -> "GPT2":
-        """A randomly initialised model, as GPT-2 initialises (normal, std 0.02; residual projections scaled)."""
+        """A randomly initialised model, as GPT-2 initialises (normal, std 0.02; residual projections scaled).
+
+        Args:
+            config: the shape (kvcache.GPT2Config; transformers' names are taken too).
+            seed: the same seed gives the same weights.
+            weights_dtype: "float32", "bfloat16" or "int8", as from_pretrained.
+
+        Raises:
+            TypeError: config is not a GPT2Config. ValueError: a seed outside [0, 2**64), an unknown weights_dtype."""
         if not isinstance(config, GPT2Config):
             raise TypeError(f"config must be a GPT2Config, got {type(config).__name__}")
         core = _core.Model.random(config, check_int("seed", seed, 0, SEED_MAX),
@@ -83,7 +91,13 @@ class GPT2(CausalLM):
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> None:
         """Write config.json + model.safetensors (+ tokenizer files): transformers' from_pretrained reads it. Tokenizer
         files already in the directory that are not this model's (from an earlier save) are removed, so that
-        neither we nor transformers load them as its tokenizer."""
+        neither we nor transformers load them as its tokenizer.
+
+        Args:
+            directory: created if missing.
+
+        Raises:
+            TypeError: directory is not a str or os.PathLike. OSError: it cannot be written."""
         if not isinstance(directory, (str, os.PathLike)) or isinstance(os.fspath(directory), bytes):
             raise TypeError(f"directory must be a str or os.PathLike of str, got {type(directory).__name__}")
         save_checkpoint(os.fspath(directory), self.config, self._core.state_dict(), self._core.tied,
@@ -104,7 +118,11 @@ class GPT2(CausalLM):
         (config.add_cross_attention) also attends over encoder states: encoder_hidden_states (B, S, n_embd), a NumPy
         array or torch tensor of floats, one encoder sequence per row. With a cache they are projected once into its
         cross-attention keys and values (replacing any there), and later calls over the cache may omit them, as
-        transformers' EncoderDecoderCache reuses them."""
+        transformers' EncoderDecoderCache reuses them.
+
+        Raises:
+            ValueError: encoder states for a model without cross-attention, none for one with it (and no cache holding
+                them), a batch other than the tokens'; and what CausalLM.forward raises."""
         cross = self.config.add_cross_attention
         if encoder_hidden_states is None:
             if cross and (cache is None or (isinstance(cache, KVCache) and cache.cross_len == 0)):

@@ -74,7 +74,10 @@ class PrefixCache:
 
     def lookup(self, ids: Sequence[int], dtype: str) -> List[np.ndarray]:
         """The stored blocks that begin ids, in order: at most (len(ids) - 1) // block_size of them, since the last
-        token must be computed for its logits."""
+        token must be computed for its logits.
+
+        Returns:
+            Per block, its keys and values as an array (n_layer, 2, n_kv_head, block_size, head_dim) of the dtype."""
         n = (len(ids) - 1) // self.block_size
         found: List[np.ndarray] = []
         used: List[bytes] = []

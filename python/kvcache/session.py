@@ -112,7 +112,11 @@ class Session:
     @with_generation_options(exclude=_SESSION_EXCLUDED)
     def generate(self, max_new_tokens: Optional[int] = None, **options) -> Union[str, List[int]]:
         """Continue the history: the new text (the new ids for a model without a tokenizer); the tokens equal
-        those of one uncached call over the whole history with the same options."""
+        those of one uncached call over the whole history with the same options.
+
+        Raises:
+            ValueError: an empty session; a history plus max_new_tokens beyond max_seq_len (nothing is changed).
+            TypeError: a keyword the session fixes itself (cache, num_beams, ...) or does not know."""
         new = self._generate(resolve("Session.generate", max_new_tokens, options, _SESSION_EXCLUDED, _WHY))
         if self.model.tokenizer is None:
             return new
@@ -139,7 +143,19 @@ class Session:
     def say(self, message: Union[str, dict], max_new_tokens: Optional[int] = 256, **options) -> str:
         """One chat turn: the message (text from the user, or a {"role", "content"} dict) joins the conversation,
         the conversation is rendered through the model's chat template, only the tokens the cache does not hold
-        are prefilled, and the assistant's reply is generated and returned (text without special tokens)."""
+        are prefilled, and the assistant's reply is generated and returned (text without special tokens).
+
+        Args:
+            message: the user's text, or a {"role", "content"} dict of str.
+            max_new_tokens: at most this many tokens of reply (default 256); the generation keywords below too.
+
+        Returns:
+            The reply's text.
+
+        Raises:
+            TypeError: a message that is neither; a keyword the session does not take.
+            ValueError: a model without a chat template; a conversation plus max_new_tokens beyond max_seq_len
+                (nothing is changed)."""
         if isinstance(message, str):
             message = {"role": "user", "content": message}
         if not isinstance(message, dict) or not isinstance(message.get("content"), str) or \
@@ -177,7 +193,10 @@ class Session:
 
     def rewind(self, n: int) -> None:
         """Forget the last n tokens: the history is cut, the cache cropped, and any say() turn they belonged to
-        forgotten (a partly rewound turn is rendered again from the template at the next say())."""
+        forgotten (a partly rewound turn is rendered again from the template at the next say()).
+
+        Raises:
+            ValueError: n < 0 or more than the history holds."""
         n = check_int("n", n, 0, len(self._tokens))
         self._truncate(len(self._tokens) - n)
 
@@ -191,13 +210,22 @@ class Session:
         return other
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write the history and the cache's filled positions to a safetensors file (docs/sessions.md)."""
+        """Write the history and the cache's filled positions to a safetensors file (docs/sessions.md), with the
+        model's fingerprint, so that load_session() refuses it for another model.
+
+        Raises:
+            OSError: the file cannot be written."""
         from .session_file import save_session
 
         save_session(self, path)
 
     @classmethod
     def load(cls, model, path: Union[str, os.PathLike], max_seq_len: Optional[int] = None) -> "Session":
+        """A session saved by save(), continued with model (model.load_session(path) is the same).
+
+        Raises:
+            ValueError: not a session file of this very model (weights, weights_dtype, family), or a damaged one.
+            FileNotFoundError: no such file."""
         from .session_file import load_session
 
         return load_session(cls, model, path, max_seq_len)
