@@ -14,9 +14,10 @@ from .model import GPT2
 from .prefix_cache import PrefixCache
 from .session import Session
 from .sampling import sample
+from .scoring import PerplexityResult
 from .tokenizer import GPT2Tokenizer
 
 __all__ = ["GPT2", "GPT2Config", "GPT2Tokenizer", "GenerateOutput", "GenerationConfig", "KVCache", "Llama",
-           "LlamaConfig", "PrefixCache", "Session",
-           "get_num_threads", "load", "sample", "set_num_threads"]
+           "LlamaConfig", "PerplexityResult", "PrefixCache", "Session", "get_num_threads", "load", "sample",
+           "set_num_threads"]
 __version__ = "0.2.0"

@@ -340,3 +340,21 @@ class CausalLM:
     def _fingerprint_tensors(self):
         raise NotImplementedError
 
+    # ---- scores (scoring.py, docs/scoring.md) ---------------------------------------------------------------------
+    def score(self, text_or_ids, *, chunk_size: Optional[int] = None) -> Union[np.ndarray, List[np.ndarray]]:
+        """Per-token log-likelihoods log p(x_i | x_<i), i >= 1: a float64 array of n - 1 values for a sequence of n
+        tokens (a str, a list of ids or a 1-D array), a list of them for a batch. Through the cache chunk_size
+        positions at a time (default 128); a sequence must fit n_ctx (longer: perplexity(stride=)).
+        See scoring.score."""
+        from .scoring import score
+
+        return score(self, text_or_ids, chunk_size=chunk_size)
+
+    def perplexity(self, text_or_ids, *, stride: Optional[int] = None, max_length: Optional[int] = None,
+                   chunk_size: Optional[int] = None):
+        """Perplexity of one sequence of any length by transformers' strided sliding windows (max_length default
+        n_ctx, stride default max_length // 2), as a PerplexityResult(ppl, nll, n_tokens, windows). See
+        scoring.perplexity."""
+        from .scoring import perplexity
+
+        return perplexity(self, text_or_ids, stride=stride, max_length=max_length, chunk_size=chunk_size)
