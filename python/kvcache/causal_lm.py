@@ -90,6 +90,10 @@ class CausalLM:
         return self.tokenizer
 
     def encode(self, text: str) -> List[int]:
+        """Text -> token ids, as the model's tokenizer splits it (no special tokens added).
+
+        Raises:
+            ValueError: the model has no tokenizer (a checkpoint without tokenizer files: use ids)."""
         return self._need_tokenizer().encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -102,7 +106,19 @@ class CausalLM:
         """Prompt text (or a list of them) -> prompt + continuation (a list of num_return_sequences texts per
         prompt when more than one); with return_dict_in_generate, a GenerateOutput whose texts are those. Token
         ids as a NumPy array or torch tensor (with attention_mask=, as transformers' generate takes them) are
-        generate_ids(): ids out, of the same type."""
+        generate_ids(): ids out, of the same type.
+
+        Args:
+            prompt: a str, or a list of str of any lengths (a ragged batch: each row gives what it gives alone).
+            max_new_tokens: tokens to add per row (default 20); every generation keyword below too.
+
+        Returns:
+            The prompt and its continuation, decoded; a list for a list of prompts or num_return_sequences > 1.
+
+        Raises:
+            TypeError: a prompt that is not text, an unknown keyword, an option of the wrong type.
+            ValueError: an empty prompt, a prompt plus max_new_tokens beyond n_ctx, an option out of range, a model
+                without a tokenizer."""
         if is_id_array(prompt):
             return self.generate_ids(prompt, max_new_tokens, attention_mask=attention_mask, pad_token_id=pad_token_id,
                                      **options)
@@ -140,7 +156,10 @@ class CausalLM:
                **options) -> Iterator[Union[str, Tuple[int, str]]]:
         """Yield the continuation of one prompt piece by piece, as it is produced; for a list of prompts (or
         num_return_sequences > 1), (row, piece) pairs in the order the pieces are produced. Bad arguments raise
-        here, at the call, not at the first next()."""
+        here, at the call, not at the first next().
+
+        Raises:
+            TypeError / ValueError: as generate(); beams, scores, a streamer and speculative decoding are not taken."""
         config = resolve("stream", max_new_tokens, options, exclude=_NOT_STREAMED)
         tok = self._need_tokenizer()
         if isinstance(prompt, str):
@@ -294,7 +313,14 @@ class CausalLM:
     # ---- reusing the cache ----------------------------------------------------------------------------------------
     def session(self, max_seq_len: Optional[int] = None, dtype: str = "float32") -> "Session":
         """A conversation that owns one cache (batch 1, max_seq_len positions, default n_ctx): each call prefills
-        only the tokens the cache does not hold yet (session.py)."""
+        only the tokens the cache does not hold yet (session.py, docs/sessions.md).
+
+        Args:
+            max_seq_len: positions its cache holds (default n_ctx); the whole conversation must fit in them.
+            dtype: the cache's "float32", "float16" or "bfloat16".
+
+        Raises:
+            ValueError: max_seq_len < 1 or beyond n_ctx, an unknown dtype."""
         from .session import Session
 
         return Session(self, max_seq_len=max_seq_len, dtype=dtype)
@@ -309,12 +335,16 @@ class CausalLM:
     def enable_prefix_cache(self, max_bytes: int = 256 << 20, block_size: int = 32) -> PrefixCache:
         """Keep the keys and values of prompts in blocks of block_size tokens (at most max_bytes, least recently used
         evicted): a later generate call whose prompt starts with held blocks copies them instead of computing them,
-        with identical results. Returns the prefix cache (also model.prefix_cache)."""
+        with identical results. Returns the prefix cache (also model.prefix_cache).
+
+        Raises:
+            ValueError: max_bytes < 0 or block_size < 1."""
         self._prefix_cache = PrefixCache(check_int("max_bytes", max_bytes, 0, None),
                                          check_int("block_size", block_size, 1))
         return self._prefix_cache
 
     def disable_prefix_cache(self) -> None:
+        """Generate calls stop using the prefix cache (its blocks are dropped with it)."""
         self._prefix_cache = None
 
     @property
