@@ -201,6 +201,41 @@ def test_first_eviction_moves_values_and_rotates_keys(llama):
     assert max_abs_diff(logits, theirs) < LOGITS_ATOL
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_first_eviction_rounds_a_moved_16_bit_key_once(llama, dtype):
+    """In a 16-bit cache, a moved key is its stored value widened, rotated in float32 and rounded again: against the
+    same rotation in float64 of the stored values, rounded by NumPy / torch, at most one 16-bit step apart (the two
+    rotations may land on either side of a rounding boundary), and most of them equal."""
+    ck = llama(GQA)
+    sinks, window, chunk = 3, 10, 4
+    S = sinks + window
+    cache = ck.model.new_cache(1, dtype=dtype, window=window, sinks=sinks, evict_chunk=chunk)
+    tokens = random_ids(GQA.vocab_size, S + 1, seed=5)
+    ck.model.forward(tokens[None, :S], cache=cache)
+    before = [np.array(cache.keys(l, 0)) for l in range(GQA.n_layer)]
+    ck.model.forward(tokens[None, S:], cache=cache)
+    inv_freq = np.array(ck.model.config.rope_inv_freq, dtype=np.float32)
+    half = len(inv_freq)
+    q = np.arange(sinks + chunk, S)[:, None].astype(np.float32)
+    angle = ((q - chunk) * inv_freq - q * inv_freq).astype(np.float64)
+    c, s = np.cos(angle), np.sin(angle)
+    equal = 0
+    for l in range(GQA.n_layer):
+        old = before[l][:, sinks + chunk:].astype(np.float64)
+        a, b = old[..., :half], old[..., half:]
+        exact = np.concatenate([a * c - b * s, b * c + a * s], axis=-1).astype(np.float32)
+        if dtype == "float16":
+            expected = exact.astype(np.float16).astype(np.float32)
+            step = np.spacing(np.abs(exact).astype(np.float16)).astype(np.float32)
+        else:
+            expected = torch.from_numpy(exact).to(torch.bfloat16).float().numpy()
+            step = np.abs(expected) * 2.0 ** -7 + 1e-30
+        got = np.array(cache.keys(l, 0))[:, sinks:S - chunk]
+        assert np.all(np.abs(got - expected) <= step * 1.01)
+        equal += np.mean(got == expected)
+    assert equal / GQA.n_layer > 0.9
+
+
 def test_sinks_are_never_evicted(llama):
     ck = llama(GQA)
     sinks, window = 4, 12
@@ -386,6 +421,7 @@ def test_copies_reset_and_crop_keep_the_window(llama):
     (dict(window=20, sinks=4, evict_chunk=0), "evict_chunk must be >= 1"),
     (dict(window=300, sinks=4), "beyond n_ctx=256"),
     (dict(sinks=4), "a windowed cache needs window="),
+    (dict(max_seq_len=24, evict_chunk=4), "give window= or sinks= with it"),
 ])
 def test_bad_window_arguments(llama, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -265,6 +265,8 @@ class CausalLM:
             max_seq_len = self.config.n_ctx if max_seq_len is None else max_seq_len
             return self._core.new_cache(check_int("batch_size", batch_size, 1),
                                         check_int("max_seq_len", max_seq_len, 1), check_dtype("dtype", dtype))
+        if window is None and sinks == 0:
+            raise ValueError("evict_chunk is the eviction of a windowed cache: give window= or sinks= with it")
         batch_size = check_int("batch_size", batch_size, 1)
         sinks = check_int("sinks", sinks, 0)
         if window is not None:
