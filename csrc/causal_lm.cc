@@ -100,7 +100,8 @@ void CausalLM::forward_in_pieces(const int* tokens, int n_rows, int T, const int
       cache.advance(row, n);
       const float* piece = ws.logits.data();
       if (all_logits) {
-        std::copy(piece, piece + static_cast<std::size_t>(n) * V, logits.data() + r * row_logits + static_cast<std::size_t>(t) * V);
+        std::copy(piece, piece + static_cast<std::size_t>(n) * V,
+                  logits.data() + r * row_logits + static_cast<std::size_t>(t) * V);
       } else if (t + n == T) {
         std::copy(piece, piece + V, logits.data() + r * row_logits);
       }

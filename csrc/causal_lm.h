@@ -37,9 +37,9 @@ class CausalLM {
   // tokens (n_rows, T), row-major; input row r continues cache row cache_rows[r] at its current length, and the
   // cache lengths advance by T. On a windowed cache a row that is full when a token comes first evicts
   // evict_chunk positions (KVCache::evict), token by token: a row is fed in pieces that end where it fills, so T
-  // tokens at once leave the cache as T single steps would. Logits land in ws.logits: (n_rows * T, V) with all_logits, else (n_rows, V) for
-  // each row's last token only. Everything is validated before the cache is touched; throws
-  // std::invalid_argument on a foreign cache, token ids outside the vocabulary or a cache overflow.
+  // tokens at once leave the cache as T single steps would. Logits land in ws.logits: (n_rows * T, V) with
+  // all_logits, else (n_rows, V) for each row's last token only. Everything is validated before the cache is
+  // touched; throws std::invalid_argument on a foreign cache, token ids outside the vocabulary or a cache overflow.
   void forward(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,
                bool all_logits) const;
 

@@ -124,7 +124,7 @@ void KVCache::copy_row(int src, KVCache& dst, int dst_row) {
     std::memcpy(dst.raw_block(l, kv, dst_row, h), raw_block(l, kv, src, h), bytes);
   });
   dst.seq_lens_[dst_row] = n;
-  dst.evicted_[dst_row] = evicted_[src];
+  dst.evicted_[dst_row] = dst.windowed() ? evicted_[src] : 0;
 }
 
 KVCache KVCache::clone() const {
