@@ -143,7 +143,9 @@ Generator::Generator(const CausalLM& model, std::vector<std::vector<int>> prompt
   last_tokens_.assign(B, -1);
   // The largest pass: a batched prefill of equal prompts (group leaders only), one prompt, or (without cache) a
   // whole sequence.
-  const int widest = options.use_cache ? std::max(P * longest_prompt, B) : cache_->max_seq_len();
+  int widest = options.use_cache ? std::max(P * longest_prompt, B) : cache_->max_seq_len();
+  // a windowed cache takes a longer prompt in pieces of at most max_seq_len tokens, one row at a time
+  if (cache_->windowed()) widest = std::min(widest, std::max(P, B) * cache_->max_seq_len());
   model.reserve(ws_, widest, B, cache_->max_seq_len());
 }
 

@@ -322,17 +322,21 @@ def test_16_bit_window_against_the_float32_reference(llama, dtype):
 
 # ---- generation ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_greedy_generation_of_three_caches_follows_the_rule(llama, dtype):
-    """generate_ids over a windowed cache, 3 x max_seq_len new tokens: at every step the token is the argmax of
-    transformers' logits over the kept keys and values (teacher-forced on our tokens), and at a few steps along the
-    way the logits agree; the cache ends as the rule says."""
+@pytest.mark.parametrize("dtype,prompt_len", [("float32", 9), ("float16", 9), ("float32", 60)],
+                         ids=["float32", "float16", "prompt-of-2.5-caches"])
+def test_greedy_generation_of_three_caches_follows_the_rule(llama, dtype, prompt_len):
+    """generate_ids over a windowed cache, 3 x max_seq_len new tokens (after a short prompt, or one of 2.5 x
+    max_seq_len, prefilled in pieces that evict): at every step the token is the argmax of transformers' logits over
+    the kept keys and values (teacher-forced on our tokens), and at a few steps along the way the logits agree; the
+    cache ends as the rule says."""
     ck = llama(GQA)
     sinks, window, chunk = 4, 20, 6
     S = sinks + window
-    prompt = random_ids(GQA.vocab_size, 9, seed=9).tolist()
+    prompt = random_ids(GQA.vocab_size, prompt_len, seed=9).tolist()
     cache = ck.model.new_cache(1, dtype=dtype, window=window, sinks=sinks, evict_chunk=chunk)
-    out = ck.model.generate_ids(prompt, max_new_tokens=3 * S, cache=cache, eos_token_id=None)
+    result = ck.model.generate_ids(prompt, max_new_tokens=3 * S, cache=cache, eos_token_id=None,
+                                   return_dict_in_generate=True, output_logits=True)
+    out = result.sequences[0]
     assert len(out) == len(prompt) + 3 * S
     ref = KeptReference(ck.hf, S, sinks, chunk)
     try:
@@ -343,18 +347,13 @@ def test_greedy_generation_of_three_caches_follows_the_rule(llama, dtype):
     assert greedy == out[len(prompt):]
     # the cache holds every token but the last, under the rule
     assert cache.seq_lens == [len(kept_tokens(out[:-1], S, sinks, chunk))] == [len(ref.tokens)]
-    assert cache.evicted(0) == len(out) - 1 - cache.seq_lens[0] == ref.evicted
-    # logits at sampled steps: continue the cache by the last token and compare with the reference
-    last = ck.model.forward(np.array([[out[-1]]]), cache=cache, logits="last")[0]
-    ref2 = KeptReference(ck.hf, S, sinks, chunk)
-    try:
-        full = [ref2.step(t) for t in out]
-    finally:
-        ref2.remove_hooks()
+    assert cache.evicted(0) == len(out) - 1 - cache.seq_lens[0] == ref.evicted > 2 * S
+    # the logits of a few steps along the way (step i chose token len(prompt) + i): the first, just before and after
+    # evictions (the row first fills when len(prompt) + i = S), the last
     tol = LOGITS_ATOL if dtype == "float32" else F16_ATOL[dtype]
-    assert max_abs_diff(last, full[-1]) < tol
-    for t in (S - 1, S, S + chunk, 2 * S + 1):  # just before, at and after evictions
-        assert max_abs_diff(theirs[t], full[t]) == 0
+    first_full = max(S - len(prompt), 0)
+    for i in sorted({0, first_full, first_full + 1, first_full + chunk, first_full + chunk + 1, 2 * S, 3 * S - 1}):
+        assert max_abs_diff(result.logits[i][0], theirs[len(prompt) - 1 + i]) < tol, i
 
 
 def test_generation_past_n_ctx_only_with_a_windowed_cache(llama):
@@ -398,12 +397,16 @@ def test_window_and_max_seq_len_imply_each_other(llama):
 def test_copies_reset_and_crop_keep_the_window(llama):
     m = llama(GQA).model
     cache = m.new_cache(2, window=10, sinks=2, evict_chunk=4)
-    m.forward(random_ids(GQA.vocab_size, (2, 30), seed=0), cache=cache)
-    assert cache.evicted(0) == cache.evicted(1) > 0
+    m.forward(random_ids(GQA.vocab_size, (1, 30), seed=0), cache=cache, rows=[0])
+    m.forward(random_ids(GQA.vocab_size, (1, 15), seed=1), cache=cache, rows=[1])
+    assert cache.evicted(0) > cache.evicted(1) > 0
     copy = cache.copy()
     assert (copy.window, copy.sinks, copy.evict_chunk, copy.evicted(1)) == (10, 2, 4, cache.evicted(1))
     cache.copy_row(0, 1, dst=copy)
-    assert copy.evicted(1) == cache.evicted(0)
+    assert copy.evicted(1) == cache.evicted(0) and copy.seq_lens[1] == cache.seq_lens[0]
+    dense = m.new_cache(2, 12)
+    cache.copy_row(0, 0, dst=dense)  # the positions, by place; a dense cache counts no evictions
+    assert dense.seq_lens[0] == cache.seq_lens[0] and dense.evicted(0) == 0
     cache.reset(row=1)
     assert cache.evicted(1) == 0 and cache.evicted(0) > 0
     cache.reset()
