@@ -7,7 +7,7 @@
    1024 positions of memory; and a dense cache of n_ctx positions, filled by prefilling the text 1024 tokens at a
    time, with 48 decode steps timed at each fill level (a dense cache cannot go past n_ctx).
 2. evict_chunk: the same windowed cache, full, for several evict_chunk values (1 = evicting one position per step),
-   each decoding the same steps in alternation: mean, median and largest step time.
+   their generators stepping in turn: mean, median and largest step time, and ratios to evict_chunk = 1.
 3. perplexity: tinyshakespeare.txt streamed through forward(chunk, cache, logits="all") 64 tokens at a time,
    summing -log p(next token): dense attention up to n_ctx, a plain window of 1024 (sinks=0) and window 1020 +
    4 sinks over the same tokens: the StreamingLLM figure.
@@ -83,25 +83,37 @@ def dense_latency(model, ids: list, every: int, steps: int, until: int) -> dict:
 
 
 def evict_chunks(model, ids: list, window: int, sinks: int, chunks: list, steps: int, rounds: int) -> dict:
-    """Per evict_chunk: a full cache (prefilled with window + sinks tokens), then `steps` greedy steps timed, the
-    values in alternation, `rounds` times."""
+    """Per evict_chunk: a full cache (window + sinks - 1 tokens prefilled once, copied in) and its generator; the
+    generators step in turn, one step each (the order reversed every round), so that the machine's slower and faster
+    phases fall on all of them alike. Mean, median, largest step, and per-step ratios to the first C's step of the same
+    turn."""
     S = window + sinks
+    filled = model.new_cache(1, S)
+    model.forward(np.array([ids[:S - 1]]), cache=filled, logits="last")
     times = {c: [] for c in chunks}
     for r in range(rounds):
-        for c in (chunks if r % 2 == 0 else chunks[::-1]):
+        generators = {}
+        for c in chunks:
             cache = windowed(model, window, sinks, c)
-            model.forward(np.array([ids[:S - 1]]), cache=cache, logits="last")
+            filled.copy_row(0, 0, dst=cache)
             g = kvcache._core.Generator(model._core, [ids[S - 1:S]], max_new_tokens=steps + 1, eos_token_ids=[],
                                         cache=cache)
             g.step()  # fills the row: every later step finds it full or after an eviction
-            for _ in range(steps):
+            generators[c] = (g, cache)
+        order = chunks if r % 2 == 0 else chunks[::-1]
+        for _ in range(steps):
+            for c in order:
                 start = time.perf_counter()
-                g.step()
+                generators[c][0].step()
                 times[c].append(time.perf_counter() - start)
-            print("evict_chunk", c, "round", r, f"{np.mean(times[c][-steps:]) * 1e3:.2f} ms/token", flush=True)
+        assert all(cache.evicted(0) == -(-steps // c) * c for c, (_, cache) in generators.items())
+        print("evict_chunk round", r, {c: f"{np.mean(t[-steps:]) * 1e3:.2f} ms" for c, t in times.items()}, flush=True)
+    base = np.array(times[chunks[0]])
     return {"window": window, "sinks": sinks, "steps": steps, "rounds": rounds,
             "chunks": [{"evict_chunk": c, "mean_ms": float(np.mean(t)) * 1e3, "median_ms": float(np.median(t)) * 1e3,
-                        "max_ms": float(np.max(t)) * 1e3, "evictions_per_round": steps // c}
+                        "max_ms": float(np.max(t)) * 1e3, "evictions_per_round": -(-steps // c),
+                        f"median_ratio_to_chunk_{chunks[0]}": float(np.median(np.array(t) / base)),
+                        f"mean_ratio_to_chunk_{chunks[0]}": float(np.mean(t) / np.mean(base))}
                        for c, t in times.items()]}
 
 
