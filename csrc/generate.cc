@@ -48,7 +48,7 @@ int required_length(const std::vector<std::vector<int>>& prompts, const Generate
 }
 
 // A given cache: this model's, one row per generated sequence, and room in each row for its prompt and every new
-// token, so that nothing fails (and nothing is written) half way.
+// token (unless it is windowed), so that nothing fails (and nothing is written) half way.
 void check_given_cache(const KVCache& cache, const std::vector<std::vector<int>>& sequences,
                        const GenerateOptions& options, const CausalLM& model) {
   model.check_owns(cache);
@@ -59,8 +59,13 @@ void check_given_cache(const KVCache& cache, const std::vector<std::vector<int>>
   for (int r = 0; r < cache.batch_size(); ++r) empty = empty && cache.seq_len(r) == 0;
   require(options.use_cache || empty,
           "use_cache=False recomputes every sequence from its start; it cannot continue a cache");
+  require(options.use_cache || !cache.windowed(),
+          "use_cache=False recomputes every sequence from its start; it cannot run on a windowed cache (window=, "
+          "sinks=), whose rows evict their oldest tokens");
   require(cache.batch_size() == B, "the cache has batch_size " + std::to_string(cache.batch_size()) + ", but " +
                                        std::to_string(B) + " sequences are generated");
+  // a windowed cache evicts to make room: its rows never fill, and positions never pass max_seq_len <= n_ctx
+  if (cache.windowed()) return;
   const int n = options.num_return_sequences;
   for (int r = 0; r < B; ++r) {
     const int held = r % n == 0 ? cache.seq_len(r) : cache.seq_len(r - r % n);  // a follower gets its leader's
@@ -138,7 +143,9 @@ Generator::Generator(const CausalLM& model, std::vector<std::vector<int>> prompt
   last_tokens_.assign(B, -1);
   // The largest pass: a batched prefill of equal prompts (group leaders only), one prompt, or (without cache) a
   // whole sequence.
-  const int widest = options.use_cache ? std::max(P * longest_prompt, B) : cache_->max_seq_len();
+  int widest = options.use_cache ? std::max(P * longest_prompt, B) : cache_->max_seq_len();
+  // a windowed cache takes a longer prompt in pieces of at most max_seq_len tokens, one row at a time
+  if (cache_->windowed()) widest = std::min(widest, std::max(P, B) * cache_->max_seq_len());
   model.reserve(ws_, widest, B, cache_->max_seq_len());
 }
 

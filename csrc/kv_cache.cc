@@ -7,6 +7,7 @@
 
 #include "errors.h"
 #include "huge_pages.h"
+#include "kernels/float16.h"
 
 namespace kvcache {
 
@@ -35,6 +36,29 @@ KVCache::KVCache(const CacheShape& config, int batch_size, int max_seq_len, cons
     std::fill(b16_.begin(), b16_.end(), uint16_t{0});
   }
   seq_lens_.assign(batch_size, 0);
+  evicted_.assign(batch_size, 0);
+}
+
+KVCache::KVCache(const CacheShape& shape, int batch_size, int max_seq_len, const void* owner, KVType type,
+                 const CacheWindow& window, std::vector<float> rotary)
+    : KVCache(shape, batch_size, max_seq_len, owner, type) {
+  if (!window.enabled()) return;
+  const std::string S = std::to_string(max_seq_len);
+  require(window.sinks >= 0, "sinks must be >= 0, got " + std::to_string(window.sinks));
+  require(window.sinks < max_seq_len, "sinks=" + std::to_string(window.sinks) + " leaves no room for a window in " +
+                                          "max_seq_len=" + S + ": sinks must be < max_seq_len");
+  require(window.window >= 1 && window.sinks + window.window == max_seq_len,
+          "window=" + std::to_string(window.window) + " plus sinks=" + std::to_string(window.sinks) +
+              " must equal max_seq_len=" + S + " (the window holds the positions after the sinks)");
+  require(window.evict_chunk >= 1 && window.evict_chunk <= window.window,
+          "evict_chunk must be in [1, window=" + std::to_string(window.window) + "], got " +
+              std::to_string(window.evict_chunk));
+  require(rotary.size() == static_cast<std::size_t>(max_seq_len) * head_dim_ && head_dim_ % 2 == 0,
+          "a windowed cache needs the rotary angles of its " + S + " positions");
+  require(head_dim_ <= kMaxShiftHeadDim, "a windowed cache takes head_dim <= " + std::to_string(kMaxShiftHeadDim) +
+                                             ", got " + std::to_string(head_dim_));
+  window_ = window;
+  rotary_ = std::move(rotary);
 }
 
 void KVCache::check_room(int row, int n_new) const {
@@ -53,9 +77,13 @@ void KVCache::advance(int row, int n_new) {
 void KVCache::reset() {
   const Hold hold(*this, "reset");
   std::fill(seq_lens_.begin(), seq_lens_.end(), 0);
+  std::fill(evicted_.begin(), evicted_.end(), 0L);
 }
 
-void KVCache::reset_row(int row) { seq_lens_[row] = 0; }
+void KVCache::reset_row(int row) {
+  seq_lens_[row] = 0;
+  evicted_[row] = 0;
+}
 
 void KVCache::check_row(int row, const char* what) const {
   if (row < 0 || row >= batch_size_) {
@@ -74,6 +102,7 @@ void KVCache::crop_row(int row, int max_length) {
   require(max_length >= 0, "crop length must be >= 0, got " + std::to_string(max_length));
   const Hold hold(*this, "crop");
   seq_lens_[row] = std::min(seq_lens_[row], max_length);
+  if (seq_lens_[row] == 0) evicted_[row] = 0;
 }
 
 void KVCache::copy_row(int src, KVCache& dst, int dst_row) {
@@ -95,6 +124,7 @@ void KVCache::copy_row(int src, KVCache& dst, int dst_row) {
     std::memcpy(dst.raw_block(l, kv, dst_row, h), raw_block(l, kv, src, h), bytes);
   });
   dst.seq_lens_[dst_row] = n;
+  dst.evicted_[dst_row] = dst.windowed() ? evicted_[src] : 0;
 }
 
 KVCache KVCache::clone() const {
@@ -103,6 +133,9 @@ KVCache KVCache::clone() const {
   out.f32_ = f32_;
   out.b16_ = b16_;
   out.seq_lens_ = seq_lens_;
+  out.window_ = window_;
+  out.rotary_ = rotary_;
+  out.evicted_ = evicted_;
   out.cross_ = cross_;
   return out;
 }
@@ -145,7 +178,70 @@ void KVCache::append_positions(int row, int n, const void* in) {
 void KVCache::crop(int max_length) {
   require(max_length >= 0, "crop length must be >= 0, got " + std::to_string(max_length));
   const Hold hold(*this, "crop");
-  for (int& len : seq_lens_) len = std::min(len, max_length);
+  for (std::size_t r = 0; r < seq_lens_.size(); ++r) {
+    seq_lens_[r] = std::min(seq_lens_[r], max_length);
+    if (seq_lens_[r] == 0) evicted_[r] = 0;
+  }
+}
+
+namespace {
+
+// One (max_seq_len, HS) block pair of an eviction: positions [from, from + n) move to [to, to + n), to < from. Each
+// key is rotated by the angle between its old position q and its new one p, composed from the two positions' own
+// angles (cos(a_p - a_q) = cos a_p cos a_q + sin a_p sin a_q, ...), so that a moved key carries the angles a fresh
+// key at p gets (rope_table's float32 angles) rather than p - q times the frequency; then it is rounded to the
+// cache's type. Values move unchanged. In increasing order: a position is read before anything is written over it.
+template <class E>
+void shift_block(E* keys, E* values, int from, int to, int n, int HS, const float* rotary) {
+  const int half = HS / 2;
+  float x[kMaxShiftHeadDim];
+  for (int j = 0; j < n; ++j) {
+    const float* cos_q = rotary + static_cast<std::size_t>(from + j) * HS;
+    const float* sin_q = cos_q + half;
+    const float* cos_p = rotary + static_cast<std::size_t>(to + j) * HS;
+    const float* sin_p = cos_p + half;
+    kernels::load_row(x, keys + static_cast<std::size_t>(from + j) * HS, HS);
+    for (int i = 0; i < half; ++i) {
+      const float c = cos_p[i] * cos_q[i] + sin_p[i] * sin_q[i];  // cos(a_p - a_q)
+      const float s = sin_p[i] * cos_q[i] - cos_p[i] * sin_q[i];  // sin(a_p - a_q)
+      const float a = x[i], b = x[half + i];
+      x[i] = a * c - b * s;
+      x[half + i] = b * c + a * s;
+    }
+    kernels::store_row(keys + static_cast<std::size_t>(to + j) * HS, x, HS);
+  }
+  std::memmove(values + static_cast<std::size_t>(to) * HS, values + static_cast<std::size_t>(from) * HS,
+               static_cast<std::size_t>(n) * HS * sizeof(E));
+}
+
+}  // namespace
+
+template <class E>
+void KVCache::evict_typed(int row, int n) {
+  const int from = window_.sinks + n, moved = seq_lens_[row] - from;
+  // every (layer, head) block of the row is independent: the threads share them
+#pragma omp parallel for schedule(static) if (n_layer_ * n_kv_head_ > 1)
+  for (int i = 0; i < n_layer_ * n_kv_head_; ++i) {
+    const int l = i / n_kv_head_, h = i % n_kv_head_;
+    shift_block<E>(block<E>(l, 0, row, h), block<E>(l, 1, row, h), from, window_.sinks, moved, head_dim_,
+                   rotary_.data());
+  }
+}
+
+void KVCache::evict(int row, int n) {
+  // Plain ifs: the messages are built only on failure, so a decode step allocates nothing.
+  if (!windowed()) fail("evict needs a windowed cache (new_cache(window=..., sinks=...))");
+  if (row < 0 || row >= batch_size_ || n < 1 || seq_lens_[row] < window_.sinks + n) {
+    fail("cannot evict " + std::to_string(n) + " positions after the " + std::to_string(window_.sinks) +
+         " sinks of a row holding " + std::to_string(row >= 0 && row < batch_size_ ? seq_lens_[row] : 0));
+  }
+  switch (type_) {
+    case KVType::F32: evict_typed<float>(row, n); break;
+    case KVType::F16: evict_typed<Half>(row, n); break;
+    case KVType::BF16: evict_typed<uint16_t>(row, n); break;
+  }
+  seq_lens_[row] -= n;
+  evicted_[row] += n;
 }
 
 KVCache::Hold::Hold(KVCache& cache, const char* what) : cache_(cache) {

@@ -10,6 +10,12 @@
 // The values are stored as float32, or in 16 bits (IEEE float16 or bfloat16, kernels/float16.h) to halve the bytes
 // that attention reads at every decode step; attention converts them back to float32 in registers.
 //   nbytes = 2 x L x B x NKV x max_seq_len x HS x bytes, bytes = 4 or 2
+//
+// A windowed cache (CacheWindow: a sliding window with attention sinks, StreamingLLM) never overflows: when a row is
+// full and a token comes, evict() drops the evict_chunk oldest positions after the sinks and moves the rest down,
+// so positions stay assigned by place in the cache (0 .. max_seq_len - 1), whatever the length generated. The keys
+// are stored after their rotary embedding, so each moved key is rotated by the angle between its old and its new
+// position (llama.cpp's context shift): the model gives the cos and sin of every position's angles at creation.
 #pragma once
 
 #include <atomic>
@@ -29,6 +35,18 @@ inline const char* kv_type_label(KVType type) {
   return type == KVType::F32 ? "float32" : type == KVType::F16 ? "float16" : "bfloat16";
 }
 
+// A sliding window with attention sinks. window == 0: a dense cache (the default). Otherwise max_seq_len = sinks +
+// window: the first `sinks` positions of a row are kept forever, and when a row is full the evict_chunk oldest
+// positions after them are evicted at once (1 <= evict_chunk <= window), making room for that many tokens.
+constexpr int kMaxShiftHeadDim = 1024;  // head_dim bound of a windowed cache (evict's row buffer)
+
+struct CacheWindow {
+  int sinks = 0;
+  int window = 0;
+  int evict_chunk = 1;
+  bool enabled() const { return window > 0; }
+};
+
 class CrossCache;  // cross_cache.h: an encoder-decoder call's cross-attention keys and values
 
 // What a model's cache holds per position: n_layer x 2 x n_kv_head x head_dim values; n_ctx bounds max_seq_len.
@@ -40,6 +58,10 @@ class KVCache {
  public:
   // owner identifies the model the cache belongs to; a cache is only valid with the model that made it.
   KVCache(const CacheShape& shape, int batch_size, int max_seq_len, const void* owner, KVType type = KVType::F32);
+  // A windowed cache. rotary: (max_seq_len, HS) cos then sin of the rotary angles of positions 0 .. max_seq_len - 1
+  // (rope_table's layout, the rotate-half convention), with which evict() moves keys to their new positions.
+  KVCache(const CacheShape& shape, int batch_size, int max_seq_len, const void* owner, KVType type,
+          const CacheWindow& window, std::vector<float> rotary);
 
   int batch_size() const { return batch_size_; }
   int max_seq_len() const { return max_seq_len_; }
@@ -60,7 +82,8 @@ class KVCache {
 
   int seq_len(int row) const { return seq_lens_[row]; }
   const std::vector<int>& seq_lens() const { return seq_lens_; }
-  // Throws std::invalid_argument when the row would exceed max_seq_len.
+  // Throws std::invalid_argument when the row would exceed max_seq_len (a windowed cache evicts instead: forward()
+  // never asks it; append_positions does).
   void check_room(int row, int n_new) const;
   void advance(int row, int n_new);
   void reset();                        // every row back to length 0; memory is kept
@@ -82,6 +105,16 @@ class KVCache {
   void check_positions(int row, int start, int n) const;
   // The same packing of n positions appended at the row's end; the row's length advances by n.
   void append_positions(int row, int n, const void* in);
+
+  // The sliding window (window().enabled() false for a dense cache), and the tokens each row has evicted since it
+  // was last reset.
+  const CacheWindow& window() const { return window_; }
+  bool windowed() const { return window_.enabled(); }
+  long evicted(int row) const { return evicted_[row]; }
+  // Evicts positions [sinks, sinks + n) of a row: the later ones move down by n, their keys rotated to their new
+  // positions, and the row's length falls by n. Throws unless the cache is windowed and the row holds sinks + n
+  // positions. Allocates nothing (a decode step calls it).
+  void evict(int row, int n);
 
   // The cross-attention K/V beside the self-attention ones (transformers' EncoderDecoderCache), or none. Computed
   // once per call from the encoder states by the model that reads them; shared, not copied, by copies of the cache.
@@ -112,6 +145,8 @@ class KVCache {
     return const_cast<KVCache*>(this)->raw_block(layer, kv, row, head);
   }
   void check_row(int row, const char* what) const;
+  template <class E>
+  void evict_typed(int row, int n);
   // fn(layer, kv, head) for every (max_seq_len, HS) block of a row, in the (L, 2, NKV) order of read_positions.
   template <class Fn>
   void for_each_block(Fn fn) const {
@@ -129,6 +164,9 @@ class KVCache {
   xt::xtensor<float, 6> f32_;
   xt::xtensor<uint16_t, 6> b16_;
   std::vector<int> seq_lens_;  // explicit length per row, never inferred from contents
+  CacheWindow window_;
+  std::vector<float> rotary_;  // windowed: (max_seq_len, HS) cos, sin of each position's rotary angles
+  std::vector<long> evicted_;  // per row: tokens evicted since the last reset
   std::shared_ptr<CrossCache> cross_;
   // Behind a pointer so that the cache stays movable; allocated once, with the cache.
   std::unique_ptr<std::atomic<bool>> held_ = std::make_unique<std::atomic<bool>>(false);

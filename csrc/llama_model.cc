@@ -14,6 +14,14 @@ LlamaModel::LlamaModel(std::unique_ptr<LlamaWeights> weights)
       heads_{config().n_head, config().n_kv_head, config().head_dim},
       inv_freq_(config().rope_inv_freq()) {}
 
+std::vector<float> LlamaModel::rotary_table(int n) const {
+  std::vector<int> positions(n);
+  for (int p = 0; p < n; ++p) positions[p] = p;
+  std::vector<float> table(static_cast<size_t>(n) * config().head_dim);
+  rope_table(table.data(), positions.data(), inv_freq_.data(), n, config().head_dim);
+  return table;
+}
+
 void LlamaModel::reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_len) const {
   const LlamaConfig& c = config();
   const LlamaWeights& w = *weights_;

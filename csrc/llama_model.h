@@ -26,6 +26,7 @@ class LlamaModel final : public CausalLM {
   }
   void reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_len) const override;
   std::size_t weights_nbytes() const override { return weights_->compute_nbytes(); }
+  std::vector<float> rotary_table(int n) const override;
 
  protected:
   void compute(const int* tokens, int n_rows, int T, const int* cache_rows, KVCache& cache, Workspace& ws,

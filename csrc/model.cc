@@ -33,6 +33,14 @@ void GPT2Model::reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_l
                                     kernels::matmul_scratch_size(weights.lm_head_matrix, n_logits, C))));
 }
 
+std::vector<float> GPT2Model::rotary_table(int) const {
+  fail("GPT-2 cannot have a sliding-window cache: its positions are learned absolute embeddings (wpe) added to the "
+       "token embeddings before the first layer, so every cached key and value of every layer was computed from its "
+       "absolute position, and no operation on the cache turns them into those of another position (a RoPE model's "
+       "keys can be rotated to a new position: the LLaMA family takes window= and sinks=). Keep generations within "
+       "n_ctx=" + std::to_string(config_.n_ctx) + " with a dense cache");
+}
+
 GPT2Model::GPT2Model(std::unique_ptr<GPT2Weights> weights)
     : weights_(std::move(weights)), config_(weights_->config()) {}
 

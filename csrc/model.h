@@ -25,6 +25,8 @@ class GPT2Model final : public CausalLM {
   }
   void reserve(Workspace& ws, int n_tokens, int n_logits, int max_seq_len) const override;
   std::size_t weights_nbytes() const override { return weights_->compute_nbytes(); }
+  // Refused: GPT-2's positions are learned embeddings added to the input, so no rotation moves a key (model.cc).
+  std::vector<float> rotary_table(int n) const override;
 
   // A model with cross-attention (config().add_cross_attention): computes every layer's cross keys and values of
   // the encoder states (B, S, C), float32 row-major, once, into a new CrossCache attached to cache (replacing any

@@ -30,8 +30,11 @@ def test_steady_state_decode_allocates_nothing(alloc_shim):
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)
-    assert len(results) == 8
+    assert len(results) == 9
     for name, r in results.items():
         # The counter sees the engine's allocations: constructing a generator allocates its cache and buffers.
         assert min(r["construct"]) > 0, (name, r)
         assert r["extra_per_60_steps"] == 0, f"{name}: decode steps allocated: {r}"
+    # the windowed case: the 64-step generations evicted in both rows (52 and 48 tokens), the 4-step ones not
+    evicted = results["llama windowed cache evicting, ragged batch 2 over a float16 cache"]["evicted"]
+    assert evicted[1:4] == [[0, 0]] * 3 and len(evicted) == 7 and all(min(e) >= 40 for e in evicted[4:]), evicted

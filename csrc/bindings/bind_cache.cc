@@ -106,6 +106,20 @@ void register_cache(py::module_& m) {
       .def_property_readonly("batch_size", &KVCache::batch_size)
       .def_property_readonly("n_layer", &KVCache::n_layer)
       .def_property_readonly("seq_lens", &KVCache::seq_lens, "positions held by each batch row")
+      .def_property_readonly("window",
+                             [](const KVCache& c) -> py::object {
+                               return c.windowed() ? py::object(py::int_(c.window().window)) : py::none();
+                             },
+                             "positions of the sliding window after the sinks, or None for a dense cache")
+      .def_property_readonly("sinks", [](const KVCache& c) { return c.window().sinks; },
+                             "first positions of each row never evicted (0 for a dense cache)")
+      .def_property_readonly("evict_chunk",
+                             [](const KVCache& c) -> py::object {
+                               return c.windowed() ? py::object(py::int_(c.window().evict_chunk)) : py::none();
+                             },
+                             "positions a full row of a windowed cache evicts at once, or None for a dense cache")
+      .def("evicted", [](const KVCache& c, const py::object& row) { return c.evicted(row_argument(c, row)); },
+           py::arg("row") = 0, "tokens this row has evicted since it was last reset (always 0 for a dense cache)")
       .def("get_seq_length", [](const KVCache& c, const py::object& row_arg) {
              const int row = int_argument(row_arg, "row");
              if (row < 0 || row >= c.batch_size()) throw py::index_error("row " + std::to_string(row) + " out of range");
@@ -226,7 +240,12 @@ void register_cache(py::module_& m) {
       .def("__repr__", [](const KVCache& c) {
         return "KVCache(batch_size=" + std::to_string(c.batch_size()) + ", max_seq_len=" +
                std::to_string(c.max_seq_len()) + ", dtype='" + kv_type_name(c.type()) +
-               "', n_kv_head=" + std::to_string(c.n_kv_head()) + ", nbytes=" + std::to_string(c.nbytes()) + ")";
+               "', n_kv_head=" + std::to_string(c.n_kv_head()) +
+               (c.windowed() ? ", window=" + std::to_string(c.window().window) + ", sinks=" +
+                                   std::to_string(c.window().sinks) + ", evict_chunk=" +
+                                   std::to_string(c.window().evict_chunk)
+                             : std::string()) +
+               ", nbytes=" + std::to_string(c.nbytes()) + ")";
       });
   refuse_direct_creation(cls, "KVCache", "make one with GPT2.new_cache()");
 }

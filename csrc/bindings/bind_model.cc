@@ -109,10 +109,14 @@ void register_model(py::module_& m) {
       .def_property_readonly("weights_nbytes", &CausalLM::weights_nbytes,
                              "bytes a decode step reads: the matrices in their storage type, norms and biases float32")
       .def("new_cache",
-           [](const CausalLM& m, int batch_size, int max_seq_len, const std::string& dtype) {
-             return m.new_cache(batch_size, max_seq_len, kv_type(dtype));
+           [](const CausalLM& m, int batch_size, int max_seq_len, const std::string& dtype, int window, int sinks,
+              int evict_chunk) {
+             return m.new_cache(batch_size, max_seq_len, kv_type(dtype), CacheWindow{sinks, window, evict_chunk});
            },
-           py::arg("batch_size"), py::arg("max_seq_len"), py::arg("dtype") = "float32", py::keep_alive<0, 1>())
+           py::arg("batch_size"), py::arg("max_seq_len"), py::arg("dtype") = "float32", py::kw_only(),
+           py::arg("window") = 0, py::arg("sinks") = 0, py::arg("evict_chunk") = 1, py::keep_alive<0, 1>(),
+           "window = 0: a dense cache; otherwise a sliding window of `window` positions after `sinks` kept ones "
+           "(window + sinks = max_seq_len), evicting evict_chunk positions at once when a row is full")
       .def("forward", &forward, py::arg("tokens"), py::arg("cache") = nullptr, py::arg("rows") = py::none(),
            py::arg("last_only") = false);
   refuse_direct_creation(base, "CausalLM", "load a model");

@@ -279,13 +279,55 @@ class CausalLM:
         return GenerationRun(self, rows, config, prefix_cache=prefix_cache, contexts=contexts)
 
     # ---- the cache ----------------------------------------------------------------------------------------------
-    def new_cache(self, batch_size: int = 1, max_seq_len: Optional[int] = None, dtype: str = "float32") -> KVCache:
+    def new_cache(self, batch_size: int = 1, max_seq_len: Optional[int] = None, dtype: str = "float32", *,
+                  window: Optional[int] = None, sinks: int = 0, evict_chunk: Optional[int] = None) -> KVCache:
         """A KV cache allocated once: 2 x n_layer x batch_size x n_kv_head x max_seq_len x head_dim values of dtype
         (n_kv_head = n_head for GPT-2), "float32", "float16" or "bfloat16" (2 bytes each: half the memory, and half
-        the bytes attention reads per step)."""
-        max_seq_len = self.config.n_ctx if max_seq_len is None else max_seq_len
-        return self._core.new_cache(check_int("batch_size", batch_size, 1), check_int("max_seq_len", max_seq_len, 1),
-                                    check_dtype("dtype", dtype))
+        the bytes attention reads per step).
+
+        window / sinks (RoPE models, the LLaMA family): a sliding window with attention sinks (StreamingLLM). Each
+        row keeps its first `sinks` positions forever and the most recent ones after them; when a row is full, its
+        evict_chunk oldest positions after the sinks are evicted at once (default: window // 8, at least 1) and the
+        rest move down, keys re-rotated, so positions stay 0 .. max_seq_len - 1 and generation may go on past n_ctx
+        in constant memory. max_seq_len = sinks + window: give either (sinks > 0 alone takes the window from
+        max_seq_len); both must agree. cache.window, cache.sinks, cache.evict_chunk, cache.evicted(row) tell."""
+        if window is None and sinks == 0 and evict_chunk is None:
+            max_seq_len = self.config.n_ctx if max_seq_len is None else max_seq_len
+            return self._core.new_cache(check_int("batch_size", batch_size, 1),
+                                        check_int("max_seq_len", max_seq_len, 1), check_dtype("dtype", dtype))
+        if window is None and sinks == 0:
+            raise ValueError("evict_chunk is the eviction of a windowed cache: give window= or sinks= with it")
+        batch_size = check_int("batch_size", batch_size, 1)
+        sinks = check_int("sinks", sinks, 0)
+        if window is not None:
+            window = check_int("window", window, 1)
+        if max_seq_len is not None:
+            max_seq_len = check_int("max_seq_len", max_seq_len, 1)
+            if sinks >= max_seq_len:
+                raise ValueError(f"sinks={sinks} leaves no room for a window in max_seq_len={max_seq_len}: sinks must "
+                                 f"be < max_seq_len")
+        if window is None:
+            if max_seq_len is None:
+                raise ValueError("a windowed cache needs window= (or max_seq_len=, the window being max_seq_len - "
+                                 "sinks)")
+            window = max_seq_len - sinks
+        elif max_seq_len is None:
+            max_seq_len = sinks + window
+        elif max_seq_len != sinks + window:
+            raise ValueError(f"max_seq_len={max_seq_len} but sinks={sinks} + window={window} = {sinks + window}: "
+                             f"the cache holds the sinks and the window, so give max_seq_len = sinks + window (or "
+                             f"leave one of them out)")
+        if max_seq_len > self.config.n_ctx:
+            raise ValueError(f"sinks={sinks} + window={window} = {max_seq_len} positions, beyond n_ctx="
+                             f"{self.config.n_ctx}: a windowed cache assigns positions by place in the cache, which "
+                             f"must stay within the model's context (it lets generation go past n_ctx instead)")
+        if evict_chunk is None:
+            evict_chunk = max(1, window // 8)
+        evict_chunk = check_int("evict_chunk", evict_chunk, 1)
+        if evict_chunk > window:
+            raise ValueError(f"evict_chunk must be in [1, window={window}], got {evict_chunk}")
+        return self._core.new_cache(batch_size, max_seq_len, check_dtype("dtype", dtype), window=window, sinks=sinks,
+                                    evict_chunk=evict_chunk)
 
     def forward(self, tokens, cache: Optional[KVCache] = None, *, rows: Optional[Sequence[int]] = None,
                 logits: str = "all") -> np.ndarray:

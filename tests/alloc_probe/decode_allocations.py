@@ -40,21 +40,33 @@ CASES = {
     "llama gqa sampling ragged batch 3 over a bfloat16 cache": dict(model=llama, prompts=[[1], [4, 5, 6, 7], [8, 9]],
                                                                    do_sample=True, top_p=0.9, seed=4,
                                                                    cache_dtype="bfloat16"),
+    # a fresh cache of 16 positions per generation: the 64-step runs evict 4 positions about every 4 steps (values
+    # moved, keys rotated), the 4-step runs never
+    "llama windowed cache evicting, ragged batch 2 over a float16 cache": dict(
+        model=llama, prompts=[[1, 2, 3], [4]], do_sample=True, seed=6,
+        cache=lambda: llama.new_cache(2, 16, "float16", window=12, sinks=4, evict_chunk=4)),
 }
 
 
 def allocations(max_new_tokens, prompts, model=gpt2._core, **options):
     """(allocations while constructing the generator, allocations while running it to the end)"""
+    if callable(options.get("cache")):
+        options = dict(options, cache=options["cache"]())  # made before counting, as the cache is not the loop's
     start = count()
     generator = kvcache._core.Generator(model, prompts, max_new_tokens=max_new_tokens,
                                         **options)
     constructed = count()
     generator.run()
-    return constructed - start, count() - constructed
+    ran = count() - constructed
+    if "cache" in options:
+        EVICTED.append([options["cache"].evicted(r) for r in range(options["cache"].batch_size)])
+    return constructed - start, ran
 
 
+EVICTED = []  # per generation over a given cache: the tokens each row evicted
 results = {}
 for name, case in CASES.items():
+    EVICTED.clear()
     allocations(8, **case)  # warm-up: thread pool, lazy initialisations
     # Python itself may grow an arena at any point; a real per-step allocation shows up in every repetition,
     # so the smallest difference of three is the honest figure.
@@ -62,5 +74,6 @@ for name, case in CASES.items():
     many = [allocations(64, **case) for _ in range(3)]
     results[name] = {"construct": [c for c, _ in few + many], "run_4": [r for _, r in few],
                      "run_64": [r for _, r in many],
-                     "extra_per_60_steps": min(m[1] - f[1] for m, f in zip(many, few))}
+                     "extra_per_60_steps": min(m[1] - f[1] for m, f in zip(many, few)),
+                     "evicted": list(EVICTED)}
 json.dump(results, sys.stdout)
