@@ -1,6 +1,5 @@
-"""Type stubs of kvcache._core, written by pybind11-stubgen (pip install pybind11-stubgen; pybind11-stubgen
-kvcache._core -o DIR) with the two config constructors spelled out; tests/test_core_stub.py checks that every
-public name of the module is here."""
+"""Type stubs of kvcache._core, written by tools/write_core_stub.py (pybind11-stubgen, with the two config
+constructors spelled out); tests/test_core_stub.py checks that every public name of the module is here."""
 
 from __future__ import annotations
 import collections.abc
@@ -150,7 +149,7 @@ class KVCache:
         ...
     def __repr__(self) -> str:
         ...
-    def append(self, row: typing.Any, positions: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]) -> None:
+    def append(self, row: typing.Any, positions: numpy.ndarray) -> None:
         """
         Append positions packed as read() gives them at the row's end.
         """
@@ -166,6 +165,10 @@ class KVCache:
         """
         Keep only the first max_length positions of every row (or of one row); shorter rows are unchanged.
         """
+    def evicted(self, row: typing.Any = 0) -> int:
+        """
+        tokens this row has evicted since it was last reset (always 0 for a dense cache)
+        """
     def get_max_cache_shape(self) -> int:
         """
         positions each row can hold (transformers' name)
@@ -176,7 +179,7 @@ class KVCache:
         """
         Read-only view of a layer's keys: (batch, n_kv_head, len, head_dim), len the longest row's length (positions past a shorter row's length are not its own), or (n_kv_head, len, head_dim) of one row. float32 and float16 caches give views of the live buffer; bfloat16 ones a float32 copy.
         """
-    def read(self, row: typing.Any, start: typing.Any, n: typing.Any) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+    def read(self, row: typing.Any, start: typing.Any, n: typing.Any) -> numpy.ndarray:
         """
         Positions [start, start + n) of a row as a new array (layers, 2, n_kv_head, n, head_dim): float32, float16, or uint16 holding bfloat16's bits.
         """
@@ -204,6 +207,11 @@ class KVCache:
     @property
     def dtype(self) -> str:
         ...
+    @property
+    def evict_chunk(self) -> typing.Any:
+        """
+        positions a full row of a windowed cache evicts at once, or None for a dense cache
+        """
     @property
     def head_dim(self) -> int:
         ...
@@ -233,6 +241,16 @@ class KVCache:
         """
         (layers, 2, batch, n_kv_head, max_seq_len, head_dim): the buffer's layout
         """
+    @property
+    def sinks(self) -> int:
+        """
+        first positions of each row never evicted (0 for a dense cache)
+        """
+    @property
+    def window(self) -> typing.Any:
+        """
+        positions of the sliding window after the sinks, or None for a dense cache
+        """
 class CausalLM:
     """
     a model family's forward over a KV cache
@@ -242,10 +260,12 @@ class CausalLM:
         """
         (*args, **kwargs) -> None
         """
-    def forward(self, tokens: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], cache: KVCache = None, rows: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] | None = None, last_only: bool = False) -> numpy.typing.NDArray[numpy.float32]:
+    def forward(self, tokens: numpy.ndarray, cache: KVCache = None, rows: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] | None = None, last_only: bool = False) -> numpy.typing.NDArray[numpy.float32]:
         ...
-    def new_cache(self, batch_size: typing.SupportsInt | typing.SupportsIndex, max_seq_len: typing.SupportsInt | typing.SupportsIndex, dtype: str = 'float32') -> KVCache:
-        ...
+    def new_cache(self, batch_size: typing.SupportsInt | typing.SupportsIndex, max_seq_len: typing.SupportsInt | typing.SupportsIndex, dtype: str = 'float32', *, window: typing.SupportsInt | typing.SupportsIndex = 0, sinks: typing.SupportsInt | typing.SupportsIndex = 0, evict_chunk: typing.SupportsInt | typing.SupportsIndex = 1) -> KVCache:
+        """
+        window = 0: a dense cache; otherwise a sliding window of `window` positions after `sinks` kept ones (window + sinks = max_seq_len), evicting evict_chunk positions at once when a row is full
+        """
     @property
     def n_ctx(self) -> int:
         ...
@@ -297,7 +317,7 @@ class Model(CausalLM):
     @staticmethod
     def random(config: GPT2Config, seed: typing.SupportsInt | typing.SupportsIndex = 0, weights_dtype: str = 'float32') -> Model:
         ...
-    def set_encoder_states(self, cache: KVCache, encoder_hidden_states: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]) -> None:
+    def set_encoder_states(self, cache: KVCache, encoder_hidden_states: numpy.ndarray) -> None:
         """
         Compute every layer's cross-attention keys and values of encoder states (B, S, n_embd), float32, once, into the cache (replacing any there); forwards over the cache then attend over them.
         """
@@ -377,7 +397,7 @@ def safetensors_names(path: str) -> list[str]:
     """
     The names of every tensor of a file (any dtype), its header checked as for reading.
     """
-def sample(logits: numpy.ndarray[typing.Any, numpy.dtype[typing.Any]], *, temperature: typing.SupportsFloat | typing.SupportsIndex = 1.0, top_k: typing.SupportsInt | typing.SupportsIndex = 0, top_p: typing.SupportsFloat | typing.SupportsIndex = 1.0, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.0, typical_p: typing.SupportsFloat | typing.SupportsIndex = 1.0, seed: typing.Any = None, do_sample: bool = True) -> typing.Any:
+def sample(logits: numpy.ndarray, *, temperature: typing.SupportsFloat | typing.SupportsIndex = 1.0, top_k: typing.SupportsInt | typing.SupportsIndex = 0, top_p: typing.SupportsFloat | typing.SupportsIndex = 1.0, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.0, typical_p: typing.SupportsFloat | typing.SupportsIndex = 1.0, seed: typing.Any = None, do_sample: bool = True) -> typing.Any:
     """
     Draw token ids with the engine's sampler (temperature, then top-k, top-p, min-p, typical-p).
     """
