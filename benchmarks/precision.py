@@ -31,7 +31,7 @@ from kvbench.kv_memory import CACHE_DTYPES  # noqa: E402
 # the sibling script: one way to time a decode step
 from speed import alternating_step_times, filler_prompt, in_rounds, step_times, write_json  # noqa: E402
 
-DTYPES = ("float32", "bfloat16", "int8")
+DTYPES = ("float32", "bfloat16", "float16", "int8")
 # The 16-bit cache's decode is timed deep in the context, where its share of the bytes read is largest.
 DEEP_PROMPT, DEEP_STEPS = 900, 64
 

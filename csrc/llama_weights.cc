@@ -119,14 +119,16 @@ std::unique_ptr<LlamaWeights> LlamaWeights::from_tensors(const LlamaConfig& conf
     }
     const float* qkv = stack({{a + "q_proj.weight", Q}, {a + "k_proj.weight", KV}, {a + "v_proj.weight", KV}});
     const float* gate_up = stack({{m + "gate_proj.weight", F}, {m + "up_proj.weight", F}});
-    jobs.push_back({&lw.qkv, qkv, qkv_rows, C, false});
-    jobs.push_back({&lw.o_proj, data(a + "o_proj.weight"), C, Q, false});
-    jobs.push_back({&lw.gate_up, gate_up, 2 * F, C, false});
-    jobs.push_back({&lw.down, data(m + "down_proj.weight"), C, F, false});
+    jobs.push_back({&lw.qkv, qkv, qkv_rows, C, false,
+                    {{a + "q_proj.weight", Q}, {a + "k_proj.weight", KV}, {a + "v_proj.weight", KV}}});
+    jobs.push_back({&lw.o_proj, data(a + "o_proj.weight"), C, Q, false, {{a + "o_proj.weight", C}}});
+    jobs.push_back({&lw.gate_up, gate_up, 2 * F, C, false, {{m + "gate_proj.weight", F}, {m + "up_proj.weight", F}}});
+    jobs.push_back({&lw.down, data(m + "down_proj.weight"), C, F, false, {{m + "down_proj.weight", C}}});
   }
   w->norm = copy("model.norm.weight", C);
   const float* head = config.tie_word_embeddings ? w->embed : data("lm_head.weight");
-  jobs.push_back({&w->lm_head, head, V, C, false});
+  const char* head_name = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  jobs.push_back({&w->lm_head, head, V, C, false, {{head_name, V}}});
   w->matrices_.build(jobs, type);
   return w;
 }

@@ -1,11 +1,28 @@
 #include "matrix_store.h"
 
+#include "errors.h"
 #include "huge_pages.h"
 #include "kernels/panel_gemm.h"
 #include "quantize.h"
 #include "threading.h"
 
 namespace kvcache {
+
+namespace {
+// The element of the job's checkpoint tensor(s) at position `index` of its output-major copy, as
+// "'name' [i, j]".
+std::string element_text(const MatrixJob& j, long index) {
+  long out = index / j.inputs(), in = index % j.inputs();
+  std::string name = "?";
+  for (const auto& [tensor, outputs] : j.tensors) {
+    name = tensor;
+    if (out < outputs) break;
+    out -= outputs;
+  }
+  if (j.transpose) std::swap(out, in);  // Conv1D stores (in, out)
+  return "'" + name + "' [" + std::to_string(out) + ", " + std::to_string(in) + "]";
+}
+}  // namespace
 
 void MatrixStore::build(const std::vector<MatrixJob>& jobs, WeightType type,
                         const std::function<void(const float*, std::size_t)>& done) {
@@ -23,6 +40,10 @@ void MatrixStore::build(const std::vector<MatrixJob>& jobs, WeightType type,
   if (type == WeightType::BF16) {
     bf16_ = xt::xtensor<uint16_t, 1>::from_shape({elements});
     advise_huge_pages(bf16_.data(), bf16_.size() * sizeof(uint16_t));
+  }
+  if (type == WeightType::F16) {
+    f16_ = xt::xtensor<uint16_t, 1>::from_shape({elements});
+    advise_huge_pages(f16_.data(), f16_.size() * sizeof(uint16_t));
   }
   if (type == WeightType::I8) {
     int8_ = xt::xtensor<int8_t, 1>::from_shape({elements});
@@ -60,6 +81,17 @@ void MatrixStore::build(const std::vector<MatrixJob>& jobs, WeightType type,
         quantize_bf16(bf16_.data() + at, output_major, n);
         *j.matrix = {type, bf16_.data() + at, nullptr};
         break;
+      case WeightType::F16: {
+        Half* dst = reinterpret_cast<Half*>(f16_.data() + at);
+        const long beyond = quantize_f16(dst, output_major, n);
+        if (beyond >= 0) {
+          fail("tensor " + element_text(j, beyond) + " is " + float_text(output_major[beyond]) +
+               ", beyond float16's range (+-65504): weights_dtype='float16' cannot hold this checkpoint (load it "
+               "as 'bfloat16' or 'float32')");
+        }
+        *j.matrix = {type, dst, nullptr};
+        break;
+      }
       case WeightType::I8:
         quantize_int8(int8_.data() + at, scales_.data() + at_scale, output_major, out_rows, in_cols);
         *j.matrix = {type, int8_.data() + at, scales_.data() + at_scale};

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/float16.h"
+
 namespace kvcache {
 
 uint16_t float_to_bf16(float value) {
@@ -16,6 +18,16 @@ uint16_t float_to_bf16(float value) {
 
 void quantize_bf16(uint16_t* out, const float* in, long n) {
   for (long i = 0; i < n; ++i) out[i] = float_to_bf16(in[i]);
+}
+
+long quantize_f16(Half* out, const float* in, long n) {
+  for (long i = 0; i < n; ++i) {
+    if (std::fabs(in[i]) > kFloat16Max) return i;  // false for NaN
+  }
+  // the cache's conversion (float16.h): round to nearest even; its clamp at 65504 is never reached here
+  constexpr long kPiece = 1L << 20;  // store_row takes an int count
+  for (long i = 0; i < n; i += kPiece) kernels::store_row(out + i, in + i, static_cast<int>(std::min(kPiece, n - i)));
+  return -1;
 }
 
 void quantize_int8(int8_t* out, float* scales, const float* in, long rows, long cols) {

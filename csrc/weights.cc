@@ -262,18 +262,23 @@ void GPT2Weights::build_matrices(WeightType type) {
   const long C = config_.n_embd, V = config_.n_vocab;
   // Every matrix the kernels read: Conv1D sources (in, out), and the lm_head, output-major (out, in).
   std::vector<MatrixJob> jobs;
-  for (LayerWeights& l : h) {
-    jobs.push_back({&l.c_attn, l.c_attn_w, C, 3 * C, true});
-    jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true});
-    jobs.push_back({&l.c_fc, l.c_fc_w, C, 4 * C, true});
-    jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true});
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    LayerWeights& l = h[i];
+    const std::string p = "h." + std::to_string(i) + ".";
+    auto named = [&](const char* tensor, long outputs) {
+      return std::vector<std::pair<std::string, long>>{{p + tensor, outputs}};
+    };
+    jobs.push_back({&l.c_attn, l.c_attn_w, C, 3 * C, true, named("attn.c_attn.weight", 3 * C)});
+    jobs.push_back({&l.attn_proj, l.attn_proj_w, C, C, true, named("attn.c_proj.weight", C)});
+    jobs.push_back({&l.c_fc, l.c_fc_w, C, 4 * C, true, named("mlp.c_fc.weight", 4 * C)});
+    jobs.push_back({&l.mlp_proj, l.mlp_proj_w, 4 * C, C, true, named("mlp.c_proj.weight", C)});
     if (config_.add_cross_attention) {
-      jobs.push_back({&l.cross_kv, l.cross_kv_w, C, 2 * C, true});
-      jobs.push_back({&l.cross_q, l.cross_q_w, C, C, true});
-      jobs.push_back({&l.cross_proj, l.cross_proj_w, C, C, true});
+      jobs.push_back({&l.cross_kv, l.cross_kv_w, C, 2 * C, true, named("crossattention.c_attn.weight", 2 * C)});
+      jobs.push_back({&l.cross_q, l.cross_q_w, C, C, true, named("crossattention.q_attn.weight", C)});
+      jobs.push_back({&l.cross_proj, l.cross_proj_w, C, C, true, named("crossattention.c_proj.weight", C)});
     }
   }
-  jobs.push_back({&lm_head_matrix, lm_head, V, C, false});
+  jobs.push_back({&lm_head_matrix, lm_head, V, C, false, {{tied() ? "wte.weight" : "lm_head.weight", V}}});
   // The kernels read the copy from now on; the file's pages of the source would only count twice in the RSS.
   // A tied head's are released too: the embedding reads one row per token, which faults its page back in.
   matrices_.build(jobs, type, [&](const float* source, std::size_t bytes) {

@@ -17,10 +17,10 @@ import kvcache
 from kvcache import GPT2, GPT2Config, LlamaConfig
 
 # Shapes that reach every tile of the kernels: 1 row (decode), odd row counts, a prefill longer than one row
-# block, 8 and 9 decode rows (two row blocks), int8 and bfloat16 weights, each cache dtype.
+# block, 8 and 9 decode rows (two row blocks), int8, bfloat16 and float16 weights, each cache dtype.
 CONFIG = dict(n_vocab=1000, n_ctx=96, n_embd=128, n_head=4, n_layer=2)
 PREFILL_SHAPES = [(1, 1), (1, 37), (9, 20)]
-WEIGHTS_DTYPES = ["float32", "bfloat16", "int8"]
+WEIGHTS_DTYPES = ["float32", "bfloat16", "float16", "int8"]
 CACHE_DTYPES = ["float32", "float16", "bfloat16"]
 GENERATE_OPTIONS = [dict(), dict(do_sample=True, seed=3, top_k=5, top_p=0.7, temperature=0.8), dict(use_cache=False)]
 TEXT = "Héllo, wörld! 123 the cache  "

@@ -253,6 +253,13 @@ def bf16(w: torch.Tensor) -> torch.Tensor:
     return w.to(torch.bfloat16).to(torch.float32)
 
 
+def f16(w: torch.Tensor) -> torch.Tensor:
+    return w.to(torch.float16).to(torch.float32)
+
+
+ROUNDING = {"bfloat16": bf16, "float16": f16}
+
+
 def int8(w: torch.Tensor, dim: int) -> torch.Tensor:
     """Symmetric int8, one scale per output channel, as the engine (and test_reduced_precision.py) rounds."""
     scale = w.abs().amax(dim=dim, keepdim=True) / 127.0
@@ -267,19 +274,19 @@ def rounded_reference(hf, ids, states, dtype: str) -> np.ndarray:
         for block in hf.transformer.h:
             for name in CONV1D:
                 module = block.get_submodule(name)
-                module.weight.copy_(bf16(module.weight) if dtype == "bfloat16" else int8(module.weight, dim=0))
+                module.weight.copy_(ROUNDING[dtype](module.weight) if dtype in ROUNDING else int8(module.weight, dim=0))
         hidden = hf.transformer(torch.as_tensor(ids), encoder_hidden_states=torch.as_tensor(states)).last_hidden_state
         head = hf.lm_head.weight
-        head = bf16(head) if dtype == "bfloat16" else int8(head, dim=1)
+        head = ROUNDING[dtype](head) if dtype in ROUNDING else int8(head, dim=1)
         return (hidden @ head.T).numpy()
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8"])
 @pytest.mark.parametrize("spec", [ODD, MEDIUM], ids=str)
 def test_reduced_precision_weights(cross, spec, dtype):
     """Exact float32 math on the stored weights (1e-4 of the rounded reference, full and cached); against the
-    float32 model, the storage format's own error: within 5% (bfloat16) or 15% (int8) of the largest |logit| on
-    these random weights (measured: 3-4% and 9-11%)."""
+    float32 model, the storage format's own error: within 5% (bfloat16 and float16) or 15% (int8) of the largest
+    |logit| on these random weights (measured: 3-4% and 9-11%)."""
     ck = cross(spec)
     model = GPT2.from_pretrained(ck.path, weights_dtype=dtype)
     ids = random_ids(spec.vocab_size, (3, 24), seed=7)
@@ -296,7 +303,7 @@ def test_reduced_precision_weights(cross, spec, dtype):
     exact = hf_cross_logits(ck.hf, ids, states)
     loose = max_abs_diff(full, exact)
     report(f"{dtype}-vs-float32 (largest |logit| {np.abs(exact).max():.3g})", spec, loose)
-    assert loose < (0.05 if dtype == "bfloat16" else 0.15) * np.abs(exact).max()
+    assert loose < (0.15 if dtype == "int8" else 0.05) * np.abs(exact).max()
 
 
 # ---- 5. weights: saving, random init, state_dict ---------------------------------------------------------------------

@@ -599,7 +599,7 @@ def test_weights_dtype_takes_numpy_dtypes_and_names_bad_ones(tiny):
     assert GPT2.from_pretrained(tiny.path, weights_dtype=np.float32).weights_dtype == "float32"
     assert GPT2.from_config(GPT2Config(n_layer=1, n_head=1, n_embd=8, n_vocab=10, n_ctx=8),
                             weights_dtype=np.dtype("float32")).weights_dtype == "float32"
-    with pytest.raises(ValueError, match=r"weights_dtype must be 'float32', 'bfloat16' or 'int8', got 'f2'"):
+    with pytest.raises(ValueError, match=r"weights_dtype must be 'float32', 'bfloat16', 'float16' or 'int8', got 'f2'"):
         GPT2.from_pretrained(tiny.path, weights_dtype="f2")
     with pytest.raises(TypeError, match=r"weights_dtype must be a dtype name"):
         GPT2.from_pretrained(tiny.path, weights_dtype=None)

@@ -55,10 +55,10 @@ def test_linear_matches_naive(N, K, OC, with_bias):
     assert rel_err(naive, exact) < KERNEL_RTOL
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8"])
 @pytest.mark.parametrize("N, K, OC", [s for s in SHAPES if s[2] < 10000])
 def test_reduced_precision_linear_matches_naive_on_stored_values(dtype, N, K, OC):
-    """The fast kernels widen bf16 / int8 exactly: they equal float32 math on the values the storage holds."""
+    """The fast kernels widen bf16 / float16 / int8 exactly: they equal float32 math on the values the storage holds."""
     rng = np.random.default_rng(N + K + OC)
     inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
     stored = kernels.stored_values(weight, dtype)
@@ -67,15 +67,17 @@ def test_reduced_precision_linear_matches_naive_on_stored_values(dtype, N, K, OC
     assert rel_err(fast, naive) < KERNEL_RTOL
 
 
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
 @pytest.mark.parametrize("N, K, OC", [s for s in SHAPES if s[0] <= 16 and s[2] < 10000])
-def test_int8_multiversioned_kernel_matches_the_avx2_one(N, K, OC):
-    """int8 decode runs on a kernel built for AVX2 where the CPU has it; the multiversioned one that other CPUs
-    use must give the same products (both equal float32 math on the stored values)."""
+def test_multiversioned_decode_kernel_matches_the_avx2_one(dtype, N, K, OC):
+    """int8 and float16 decode run on a kernel built for AVX2 (+ F16C) where the CPU has it; the multiversioned one
+    that other CPUs use (float16 widened with integer arithmetic there) must give the same products (both equal
+    float32 math on the stored values)."""
     rng = np.random.default_rng(N * OC + K)
     inp, weight, bias = rand(rng, N, K), rand(rng, OC, K), rand(rng, OC)
-    naive = kernels.linear(inp, kernels.stored_values(weight, "int8"), bias, naive=True)
-    fast = kernels.linear(inp, weight, bias, weights_dtype="int8")
-    portable = kernels.linear(inp, weight, bias, weights_dtype="int8", isa="portable")
+    naive = kernels.linear(inp, kernels.stored_values(weight, dtype), bias, naive=True)
+    fast = kernels.linear(inp, weight, bias, weights_dtype=dtype)
+    portable = kernels.linear(inp, weight, bias, weights_dtype=dtype, isa="portable")
     assert rel_err(portable, naive) < KERNEL_RTOL
     assert rel_err(fast, naive) < KERNEL_RTOL
 
@@ -139,7 +141,7 @@ def test_kernel_builds_are_named_and_checked():
             np.testing.assert_array_equal(kernels.linear(inp, weight, isa=isa), np.full((2, 3), 8.0, np.float32))
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8"])
 @pytest.mark.parametrize("N, K, OC", [(17, 64, 40), (23, 300, 100), (40, 4096, 2100)])  # 2100: three blocks
 def test_reduced_precision_prefill_is_the_float32_product_of_the_stored_values(restore_threads, dtype, N, K, OC):
     """Prefill with 16/8-bit weights widens a block of outputs at a time into float32 panels and runs the float32
@@ -157,17 +159,38 @@ def test_reduced_precision_prefill_is_the_float32_product_of_the_stored_values(r
     assert rel_err(portable, float32) < KERNEL_RTOL
 
 
-@pytest.mark.parametrize("dtype, max_rel", [("float32", 0.0), ("bfloat16", 2.0**-8), ("int8", 0.5 / 127)])
+@pytest.mark.parametrize("dtype, max_rel", [("float32", 0.0), ("bfloat16", 2.0**-8), ("float16", 2.0**-11),
+                                            ("int8", 0.5 / 127)])
 def test_stored_values_are_within_the_format_precision(dtype, max_rel):
-    """bf16 keeps 8 significant bits (relative error <= 2^-9, allow 2^-8); int8 errs by at most half a step of
-    each row's scale (max |w| / 127)."""
+    """bf16 keeps 8 significant bits (relative error <= 2^-9, allow 2^-8), float16 11 (<= 2^-12, allow 2^-11; below
+    its normal range 2^-14 its steps are 2^-24 apart); int8 errs by at most half a step of each row's scale
+    (max |w| / 127)."""
     rng = np.random.default_rng(1)
     weight = rand(rng, 64, 256)
     err = np.abs(kernels.stored_values(weight, dtype) - weight)
     if dtype == "int8":
         assert np.all(err <= max_rel * np.abs(weight).max(axis=1, keepdims=True) * 1.0001)
+    elif dtype == "float16":
+        assert np.all(err <= np.maximum(max_rel * np.abs(weight), 2.0**-25))
     else:
         assert np.all(err <= max_rel * np.abs(weight))
+
+
+def test_float16_weights_round_as_ieee_half():
+    """Round to nearest even, as NumPy's (and torch's) float16: ties both ways, subnormals, the smallest and largest
+    halves, NaN kept. A value beyond 65504 is refused, not clamped (checkpoints: tests/test_reduced_precision.py)."""
+    rng = np.random.default_rng(2)
+    edges = np.array([0.0, -0.0, 1.0, 1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 2.0**-26,
+                      2.0**-14 - 2.0**-25, 65504.0, -65504.0, 65503.0, 1e-30, -3.1e-5, np.nan], np.float32)
+    weight = np.concatenate([edges, rand(rng, 1000) * 10.0 ** rng.integers(-8, 5, 1000)]).astype(np.float32)
+    weight = weight[: weight.size // 8 * 8].reshape(8, -1)
+    stored = kernels.stored_values(weight, "float16")
+    want = weight.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(stored, want)  # NaN where NaN
+    assert np.signbit(stored[0, 1])
+    for beyond in (65504.5, 65520.0, -1e9, np.inf):
+        with pytest.raises(ValueError, match="beyond float16's range"):
+            kernels.stored_values(np.full((2, 3), beyond, np.float32), "float16")
 
 
 def attend_reference(q, keys, values):
@@ -227,7 +250,7 @@ def restore_threads():
     kvcache.set_num_threads(before)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "int8"])
 def test_thread_count_does_not_change_results(restore_threads, dtype):
     """Every output of every kernel is computed whole by one thread, in one order: the same bits on 1-3 threads, in
     every weight format (16/8-bit prefill went through OpenBLAS, whose sums moved by about 1e-6 with the thread
@@ -251,7 +274,7 @@ def test_thread_count_does_not_change_results(restore_threads, dtype):
         assert runs[n][2] == runs[1][2]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "int8"])
 def test_decode_products_do_not_depend_on_the_thread_count(restore_threads, dtype):
     """Up to 16 rows the threads take chunks of whole panels (float32) or of whole 18-output tiles (16/8-bit
     weights) in an order that depends on timing (stream_split.h); every output is still summed whole, by one

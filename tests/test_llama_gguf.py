@@ -50,6 +50,23 @@ def test_logits_equal_transformers_on_the_same_file(tmp_path, hf_model, matrix_t
             assert max_abs_diff(ours.forward(ids), hf_model(torch.as_tensor(ids)).logits.numpy()) < LOGITS_ATOL
 
 
+
+def test_f16_matrices_keep_their_values_with_float16_weights(tmp_path, hf_model):
+    """A GGUF F16 matrix is widened to float32 at load; weights_dtype="float16" rounds it back to the same halves,
+    exactly. So a prefill of more than 16 rows (the stored values widened to float32 panels, summed as float32 sums
+    them) gives the float32 load's logits bit for bit, and decode agrees with transformers on the same file."""
+    path = write_llama_gguf(tmp_path / "model.gguf", hf_model, "F16")
+    half = Llama.from_pretrained(path, weights_dtype="float16")
+    assert half.weights_dtype == "float16"
+    ids = random_ids(hf_model.config.vocab_size, (2, 20), seed=4)
+    np.testing.assert_array_equal(half.forward(ids), Llama.from_pretrained(path).forward(ids))
+    with torch.no_grad():
+        ref = transformers_from_gguf(path)(torch.as_tensor(ids)).logits.numpy()
+    cache = half.new_cache(2, 20)
+    steps = [half.forward(ids[:, :12], cache)] + [half.forward(ids[:, t:t + 1], cache) for t in range(12, 20)]
+    assert max_abs_diff(np.concatenate(steps, axis=1), ref) < LOGITS_ATOL
+
+
 def test_load_picks_the_family_from_the_file(tmp_path, hf_model):
     path = write_llama_gguf(tmp_path / "m.gguf", hf_model)
     model = load(path)

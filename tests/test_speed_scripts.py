@@ -103,10 +103,10 @@ def test_precision_script_compares_every_format_with_float32(checkpoint, tmp_pat
         kvcache.set_num_threads(before)
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     assert results["threads"] == 1
-    f32, bf16, i8 = (results["dtypes"][d] for d in ("float32", "bfloat16", "int8"))
+    f32, bf16, f16, i8 = (results["dtypes"][d] for d in ("float32", "bfloat16", "float16", "int8"))
     assert f32["max_abs_logit_diff"] == 0.0 and f32["top1_agreement"] == 1.0 and f32["greedy_tokens_agreeing"] == 8
-    assert f32["weights_bytes"] > bf16["weights_bytes"] > i8["weights_bytes"]
-    for r in (bf16, i8):
+    assert f32["weights_bytes"] > bf16["weights_bytes"] == f16["weights_bytes"] > i8["weights_bytes"]
+    for r in (bf16, f16, i8):
         assert 0 < r["max_abs_logit_diff"] < 0.5
         assert 0.0 <= r["top1_agreement"] <= 1.0 and r["decode_speedup_vs_float32"] > 0
     caches = results["cache_dtypes"]

@@ -75,6 +75,7 @@ struct StoredMatrix {
   Matrix matrix;
   std::vector<float> panels;
   std::vector<uint16_t> bf16;
+  std::vector<Half> f16;
   std::vector<int8_t> int8;
   std::vector<float> scales;
 };
@@ -90,6 +91,12 @@ StoredMatrix store(const float* weight, long rows, long cols, const std::string&
     s.bf16.resize(rows * cols);
     quantize_bf16(s.bf16.data(), weight, rows * cols);
     s.matrix = {type, s.bf16.data(), nullptr};
+  } else if (type == WeightType::F16) {
+    s.f16.resize(rows * cols);
+    if (quantize_f16(s.f16.data(), weight, rows * cols) >= 0) {
+      throw py::value_error("kernel arguments: a weight is beyond float16's range");
+    }
+    s.matrix = {type, s.f16.data(), nullptr};
   } else {
     s.int8.resize(rows * cols);
     s.scales.resize(rows);
@@ -228,7 +235,7 @@ void register_kernels(py::module_& k) {
         py::arg("weights_dtype") = "float32", py::arg("isa") = "best",
         "(N, K) @ weight^T + bias for an output-major weight (OC, K), stored as the model stores weights_dtype "
         "first; isa='avx2' or 'portable' caps the build of the kernels that have wider ones (float32 panels: "
-        "AVX-512 VL, AVX2, portable; int8 for N <= 16: AVX2, portable)");
+        "AVX-512 VL, AVX2, portable; int8 and float16 for N <= 16: AVX2, portable)");
   k.def("available_isas", &available_isas, "the kernel builds this machine runs, from 'portable' up (isa.h)");
   k.def("stored_values", &stored_values, py::arg("weight"), py::arg("weights_dtype"),
         "the float32 values of an output-major weight once stored as weights_dtype (int8: one scale per row)");

@@ -161,14 +161,16 @@ std::string ConfigKeywords::name(const char* field) const {
 WeightType weight_type(const std::string& name) {
   if (name == "float32") return WeightType::F32;
   if (name == "bfloat16") return WeightType::BF16;
+  if (name == "float16") return WeightType::F16;
   if (name == "int8") return WeightType::I8;
-  throw py::value_error("weights_dtype must be 'float32', 'bfloat16' or 'int8', got '" + name + "'");
+  throw py::value_error("weights_dtype must be 'float32', 'bfloat16', 'float16' or 'int8', got '" + name + "'");
 }
 
 std::string weight_type_name(WeightType type) {
   switch (type) {
     case WeightType::F32: return "float32";
     case WeightType::BF16: return "bfloat16";
+    case WeightType::F16: return "float16";
     case WeightType::I8: return "int8";
   }
   return "?";

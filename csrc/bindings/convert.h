@@ -59,7 +59,7 @@ class [[gnu::visibility("hidden")]] ConfigKeywords {
   std::map<std::string, std::vector<std::pair<std::string, pybind11::object>>> given_;  // field -> (name, value)
 };
 
-// "float32" | "bfloat16" | "int8" -> WeightType; ValueError naming the choices otherwise.
+// "float32" | "bfloat16" | "float16" | "int8" -> WeightType; ValueError naming the choices otherwise.
 WeightType weight_type(const std::string& name);
 std::string weight_type_name(WeightType type);
 

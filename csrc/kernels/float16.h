@@ -1,4 +1,5 @@
-// IEEE half precision (binary16: 5 exponent bits, 10 mantissa bits) for the 16-bit KV cache, converted with
+// IEEE half precision (binary16: 5 exponent bits, 10 mantissa bits) for the 16-bit KV cache and float16 weights
+// (matrix.h; the store refuses weights beyond 65504 before converting them, quantize.h), converted with
 // integer and float arithmetic on vec.h's 8-lane vectors rather than F16C instructions or _Float16: GCC 12 turns
 // a vector of _Float16 into eight scalar conversions, and F16C intrinsics cannot sit inside the target_clones
 // kernels (their baseline clone would not compile). The same code runs in every clone and on every target, and
@@ -27,7 +28,7 @@ namespace {  // NOLINT: internal linkage, as vec.h
 // normal and subnormal halves alike (the float is then normal or subnormal too); one multiplication restores it.
 // Infinity and NaN (exponent 31) get the float's all-ones exponent instead.
 __attribute__((always_inline)) inline v8f load8(const Half* p) {
-#if defined(__F16C__)  // attention_avx2.cc: one vcvtph2ps, exact like the arithmetic below
+#if defined(__F16C__)  // attention_avx2.cc, gemv_avx2.cc: one vcvtph2ps, exact like the arithmetic below
   const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return f;
 #endif

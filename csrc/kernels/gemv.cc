@@ -21,6 +21,7 @@ namespace {
   }
 KVCACHE_DOT_ROWS(dot_rows_f32, float)
 KVCACHE_DOT_ROWS(dot_rows_bf16, uint16_t)
+KVCACHE_DOT_ROWS(dot_rows_f16, Half)
 KVCACHE_DOT_ROWS(dot_rows_i8, int8_t)
 #undef KVCACHE_DOT_ROWS
 
@@ -42,6 +43,13 @@ void gemv_rows(float* out, const float* inp, const Matrix& weight, const float* 
         break;
       case WeightType::BF16:
         dot_rows_bf16(out, inp, static_cast<const uint16_t*>(weight.data), s, bias, N, K, OC, o0, o1, accumulate);
+        break;
+      case WeightType::F16:
+        if (use_avx2) {  // one vcvtph2ps per 8 weights (F16C); the clones widen them with integer arithmetic
+          dot_rows_f16_avx2(out, inp, static_cast<const Half*>(weight.data), s, bias, N, K, OC, o0, o1, accumulate);
+          break;
+        }
+        dot_rows_f16(out, inp, static_cast<const Half*>(weight.data), s, bias, N, K, OC, o0, o1, accumulate);
         break;
       case WeightType::I8:
         if (use_avx2) {  // the multiversioned clone converts int8 four times slower (gemv_avx2.h)

@@ -12,7 +12,8 @@ namespace kvcache::kernels {
 constexpr int kSmallRows = 16;  // up to this many rows (decode) the weights are streamed in place
 
 // out (N, OC) (+)= inp (N, K) @ weight^T + bias      weight (OC, K) of any storage type; bias may be null
-// max_isa below kAvx2 keeps int8 weights on the multiversioned kernel even where the AVX2 one runs (for its test).
+// max_isa below kAvx2 keeps int8 and float16 weights on the multiversioned kernel even where the AVX2 one runs (for
+// their tests).
 void gemv_rows(float* out, const float* inp, const Matrix& weight, const float* bias, int N, int K, int OC,
                bool accumulate, Isa max_isa = kBestIsa);
 

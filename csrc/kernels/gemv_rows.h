@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "float16.h"  // load8 and widen for Half: F16C in gemv_avx2.cc, integer arithmetic in gemv.cc
 #include "matrix.h"
 #include "vec.h"
 

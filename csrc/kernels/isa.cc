@@ -5,7 +5,8 @@ namespace kvcache::kernels {
 namespace {
 bool cpu_runs_avx2() {
 #if defined(KVCACHE_AVX2_KERNELS)
-  // F16C too, for attention_avx2.cc: every CPU with AVX2 has it, but it is a separate feature bit
+  // F16C too, for attention_avx2.cc and float16 decode (gemv_avx2.cc): every CPU with AVX2 has it, but it is a
+  // separate feature bit (a VM or qemu's -cpu Haswell,-f16c can leave it out)
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
   return false;

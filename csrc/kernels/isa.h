@@ -3,7 +3,7 @@
 // on other architectures, where only the portable builds exist):
 //  - portable: compiled for the build's target (baseline x86-64 here, or KVCACHE_MULTIVERSION clones, see
 //    multiversion.h);
-//  - AVX2 + FMA + F16C (*_avx2.cc): the float32 panel products, int8 decode, a decode step's attention;
+//  - AVX2 + FMA + F16C (*_avx2.cc): the float32 panel products, int8 and float16 decode, a decode step's attention;
 //  - AVX-512 F + VL (panel_gemm_avx512.cc): the float32 panel products only. Still 8-float vectors, but 32 of
 //    them, so a decode tile holds up to 11 rows' sums at once (panel_tiles.h). Every output is summed in the same
 //    order with the same FMAs, so its results are the AVX2 build's, bit for bit.

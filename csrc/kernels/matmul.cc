@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "float16.h"
 #include "gemv.h"
 #include "panel_gemm.h"
 
@@ -25,6 +26,9 @@ void dequantize_rows(float* out, const Matrix& weight, long r0, long r1, long co
       case WeightType::F32: std::copy_n(static_cast<const float*>(weight.data) + at, cols, o); break;
       case WeightType::BF16:
         for (long c = 0; c < cols; ++c) o[c] = widen(static_cast<const uint16_t*>(weight.data) + at, c);
+        break;
+      case WeightType::F16:
+        for (long c = 0; c < cols; ++c) o[c] = widen(static_cast<const Half*>(weight.data) + at, c);
         break;
       case WeightType::I8:
         for (long c = 0; c < cols; ++c) o[c] = widen(static_cast<const int8_t*>(weight.data) + at, c) * weight.scales[r];
@@ -48,6 +52,9 @@ void widen_to_panels(float* packed, const Matrix& weight, long o0, long rows, lo
       break;
     case WeightType::BF16:
       pack_panels_from_output_major(packed, static_cast<const uint16_t*>(weight.data) + at, K, rows);
+      break;
+    case WeightType::F16:
+      pack_panels_from_output_major(packed, static_cast<const Half*>(weight.data) + at, K, rows);
       break;
     case WeightType::I8: {  // float(q) * scale, one rounding, as dequantize_rows widens it
       const int8_t* q = static_cast<const int8_t*>(weight.data) + at;

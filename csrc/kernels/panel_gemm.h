@@ -31,7 +31,8 @@ inline long packed_size(long K, long OC) { return panel_count(OC) * kPanelWidth 
 inline long packed_inp_size(long N, long K) { return N >= kPackMinRows ? N / kPackedRows * kPackedRows * K : 0; }
 
 // packed (panel_count(OC), K, 16) from an input-major (K, OC) weight (Hugging Face's Conv1D layout).
-// E: float, or the 16-bit KV cache's Half / uint16_t (bfloat16) keys and values, widened to float32.
+// E: float, or Half / uint16_t (bfloat16): the 16-bit KV cache's keys and values and the 16-bit weights (matmul.cc),
+// widened to float32.
 template <class E>
 void pack_panels(float* packed, const E* in_major, long K, long OC);
 // The same from an output-major (OC, K) weight (nn.Linear's layout).

