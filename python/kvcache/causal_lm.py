@@ -290,7 +290,19 @@ class CausalLM:
         evict_chunk oldest positions after the sinks are evicted at once (default: window // 8, at least 1) and the
         rest move down, keys re-rotated, so positions stay 0 .. max_seq_len - 1 and generation may go on past n_ctx
         in constant memory. max_seq_len = sinks + window: give either (sinks > 0 alone takes the window from
-        max_seq_len); both must agree. cache.window, cache.sinks, cache.evict_chunk, cache.evicted(row) tell."""
+        max_seq_len); both must agree. cache.window, cache.sinks, cache.evict_chunk, cache.evicted(row) tell.
+
+        Args:
+            batch_size: rows (sequences) it holds.
+            max_seq_len: positions per row (default n_ctx; at most n_ctx).
+            dtype: "float32" (default), "float16" or "bfloat16" (np.float16 and the like too).
+
+        Returns:
+            A KVCache of this model (nbytes: its exact size).
+
+        Raises:
+            ValueError: batch_size or max_seq_len < 1, max_seq_len beyond n_ctx, an unknown dtype; a window on GPT-2
+                (its learned positions are in its keys), sinks >= max_seq_len, window and sinks that do not add up."""
         if window is None and sinks == 0 and evict_chunk is None:
             max_seq_len = self.config.n_ctx if max_seq_len is None else max_seq_len
             return self._core.new_cache(check_int("batch_size", batch_size, 1),
@@ -369,7 +381,15 @@ class CausalLM:
 
     def load_session(self, path: Union[str, os.PathLike], max_seq_len: Optional[int] = None) -> "Session":
         """A session saved by Session.save(), continued with this model; refused (ValueError) if the file is not a
-        session file of this very model (weights, weights_dtype), or is damaged."""
+        session file of this very model (weights, weights_dtype), or is damaged.
+
+        Args:
+            path: a file written by Session.save().
+            max_seq_len: the new session's cache positions (default: n_ctx); must hold the saved tokens.
+
+        Raises:
+            FileNotFoundError: no such file. ValueError: another model's file, a damaged or forged one, a history
+                longer than max_seq_len."""
         from .session import Session
 
         return Session.load(self, path, max_seq_len=max_seq_len)

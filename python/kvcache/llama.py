@@ -65,7 +65,15 @@ class Llama(CausalLM):
     @classmethod
     def from_config(cls, config: LlamaConfig, seed: int = 0, weights_dtype: str = "float32") -> "Llama":
         """A randomly initialised model, as transformers initialises LlamaForCausalLM: every matrix and the embedding
-        normal(0, 0.02), norms 1, biases 0. Without a tokenizer: use ids."""
+        normal(0, 0.02), norms 1, biases 0. Without a tokenizer: use ids.
+
+        Args:
+            config: the shape (kvcache.LlamaConfig; transformers' names are taken too).
+            seed: the same seed gives the same weights.
+            weights_dtype: "float32", "bfloat16", "float16" or "int8".
+
+        Raises:
+            TypeError: config is not a LlamaConfig. ValueError: a seed outside [0, 2**64), an unknown weights_dtype."""
         if not isinstance(config, LlamaConfig):
             raise TypeError(f"config must be a LlamaConfig, got {type(config).__name__}")
         rng = np.random.default_rng(check_int("seed", seed, 0, SEED_MAX))

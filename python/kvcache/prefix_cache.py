@@ -53,9 +53,11 @@ class PrefixCache:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of keys and values held now."""
         return self._bytes
 
     def clear(self) -> None:
+        """Drop every block (the counters of stats stay)."""
         self._blocks.clear()
         self._bytes = 0
 
@@ -100,7 +102,11 @@ class PrefixCache:
 
     def store(self, ids: Sequence[int], cache: KVCache, row: int) -> None:
         """Keep the blocks of ids (the tokens at the start of a cache row, which holds their keys and values) that
-        are not held yet; then evict the least recently used past max_bytes."""
+        are not held yet; then evict the least recently used past max_bytes.
+
+        Args:
+            ids: the row's tokens from its start; only whole blocks of block_size are stored.
+            cache: the cache holding their keys and values. row: its row."""
         bs = self.block_size
         n = min(len(ids), cache.get_seq_length(row)) // bs
         keys = self._keys(ids, cache.dtype, n)

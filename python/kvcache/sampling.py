@@ -16,7 +16,18 @@ def sample(logits, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1
     does.
 
     logits: (vocab) -> one id, or (rows, vocab) -> one id per row; any real numbers (a list too), used as float32.
-    A NaN logit is a ValueError, and so is sampling where every logit is -inf. seed: None draws a fresh one."""
+    A NaN logit is a ValueError, and so is sampling where every logit is -inf. seed: None draws a fresh one.
+
+    Args:
+        temperature, top_k, top_p, min_p, typical_p: as generate()'s (docs/generation.md).
+        do_sample: False gives the argmax (the first of tied largest).
+
+    Returns:
+        An int for 1-D logits, a list of ints (one per row) for 2-D.
+
+    Raises:
+        TypeError: logits that are not real numbers, an option of the wrong type.
+        ValueError: logits not 1-D or 2-D, or empty; a NaN; all -inf; an option out of range."""
     values = np.asarray(logits)
     if values.dtype.kind not in "fiu":
         raise TypeError(f"logits must be real numbers, got dtype {values.dtype}")

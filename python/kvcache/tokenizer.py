@@ -40,10 +40,12 @@ class TextTokenizer:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> List[int]:
+        """Text -> GPT-2 BPE ids (no special tokens added). Raises TypeError for anything but a str."""
         _check_text(text)
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        """A list of texts -> a list of id lists. Raises TypeError for one str (not a list) or a non-str item."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of str, got one str (its characters would be the prompts)")
         texts = list(texts)  # once: a generator checked first would then be empty
@@ -61,6 +63,10 @@ class GPT2Tokenizer(TextTokenizer):
 
     @classmethod
     def from_files(cls, vocab_path: str, merges_path: str) -> "GPT2Tokenizer":
+        """From GPT-2's vocab.json and merges.txt.
+
+        Raises:
+            FileNotFoundError: a file is missing. ValueError: a file the BPE model cannot read (named)."""
         for path in (vocab_path, merges_path):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"tokenizer file not found: {path!r}")
