@@ -21,6 +21,7 @@ import numpy as np
 
 import kvcache
 from kvbench.script import script_main
+from kvbench.texts import shakespeare
 
 QUESTIONS = [
     "What is the capital of France?", "And of Germany?", "Which of the two cities is larger?",
@@ -28,7 +29,6 @@ QUESTIONS = [
     "Which sea does it flow into?", "Name one country on that sea.", "What language is spoken there?",
     "Say hello in that language.", "What is 12 times 12?", "Name a primary colour.",
 ]
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "text" / "tinyshakespeare.txt"
 
 
 def _clock(fn):
@@ -63,8 +63,7 @@ def conversation(model, turns: int, max_new_tokens: int) -> list:
 
 def system_prompt(model, n_tokens: int) -> str:
     """A system prompt of about n_tokens tokens: a passage of Shakespeare to answer questions about."""
-    text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.is_file() else "To be, or not to be. " * 400
-    ids = model.encode(text[:20 * n_tokens])[:n_tokens]
+    ids = model.encode(shakespeare(20 * n_tokens))[:n_tokens]
     return "Answer questions about this passage.\n\n" + model.decode(ids)
 
 

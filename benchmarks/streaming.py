@@ -22,14 +22,13 @@ import numpy as np
 
 import kvcache
 from kvbench.script import script_main
+from kvbench.texts import shakespeare
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "text" / "tinyshakespeare.txt"
 
 
 def text_ids(model, n_tokens: int) -> list:
-    """The first n_tokens tokens of tinyshakespeare.txt (or a repeated line where the file is missing)."""
-    text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.is_file() else "To be, or not to be. " * 20000
-    ids = model.encode(text[:8 * n_tokens])  # a token is at least one character: 8 per token leaves room
+    """The first n_tokens tokens of tinyshakespeare.txt (or of a stand-in where the file is missing)."""
+    ids = model.encode(shakespeare(8 * n_tokens))  # a token is at least one character: 8 per token leaves room
     if len(ids) < n_tokens:
         raise ValueError(f"the text gives {len(ids)} tokens, fewer than the {n_tokens} asked")
     return ids[:n_tokens]

@@ -64,6 +64,25 @@ def test_logits_of_a_256_token_passage_match_transformers(ours, theirs):
     assert np.array_equal(mine.argmax(axis=1), ref.argmax(axis=1))
 
 
+
+@pytest.mark.parametrize("options", [dict(repetition_penalty=1.3, no_repeat_ngram_size=3),
+                                     dict(min_new_tokens=20, repetition_penalty=0.9)], ids=["penalties", "min-new"])
+def test_generation_options_equal_transformers(ours, theirs, options):
+    """The logits processors on the real model: greedy tokens and every step's scores as transformers' generate."""
+    ids = ours.chat_ids(QUESTION)
+    eos = ours.eos_token_id
+    with torch.no_grad():
+        ref = theirs.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              do_sample=False, max_new_tokens=24, eos_token_id=eos, pad_token_id=eos,
+                              return_dict_in_generate=True, output_scores=True, **options)
+    out = ours.generate_ids(ids, 24, return_dict_in_generate=True, output_scores=True, **options)
+    assert out.sequences[0] == ref.sequences[0].tolist()
+    for mine, their in zip(out.scores, ref.scores):
+        their = their[0].numpy()
+        assert np.array_equal(np.isfinite(mine[0]), np.isfinite(their))
+        finite = np.isfinite(their)
+        assert np.abs(mine[0][finite] - their[finite]).max() < 1e-4 * np.abs(their[finite]).max()
+
 def test_decode_through_the_cache_matches_the_full_forward(ours):
     ids = np.array([passage(ours, 80)])
     full = ours.forward(ids)

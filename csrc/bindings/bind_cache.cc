@@ -93,7 +93,7 @@ void register_cache(py::module_& m) {
                              "2 x layers x batch x n_kv_head x max_seq_len x head_dim x bytes (4 for float32, 2 for 16 "
                              "bits)")
       .def_property_readonly("n_kv_head", &KVCache::n_kv_head, "key/value heads stored per layer")
-      .def_property_readonly("head_dim", &KVCache::head_dim)
+      .def_property_readonly("head_dim", &KVCache::head_dim, "channels per key and value head")
       .def_property_readonly("shape",
                              [](const KVCache& c) {
                                return py::make_tuple(c.n_layer(), 2, c.batch_size(), c.n_kv_head(), c.max_seq_len(),
@@ -101,10 +101,11 @@ void register_cache(py::module_& m) {
                              },
                              "(layers, 2, batch, n_kv_head, max_seq_len, head_dim): the buffer's layout")
       .def("get_max_cache_shape", &KVCache::max_seq_len, "positions each row can hold (transformers' name)")
-      .def_property_readonly("dtype", [](const KVCache& c) { return kv_type_name(c.type()); })
-      .def_property_readonly("max_seq_len", &KVCache::max_seq_len)
-      .def_property_readonly("batch_size", &KVCache::batch_size)
-      .def_property_readonly("n_layer", &KVCache::n_layer)
+      .def_property_readonly("dtype", [](const KVCache& c) { return kv_type_name(c.type()); },
+                             "how keys and values are stored: 'float32', 'float16' or 'bfloat16'")
+      .def_property_readonly("max_seq_len", &KVCache::max_seq_len, "positions each row can hold")
+      .def_property_readonly("batch_size", &KVCache::batch_size, "rows (sequences)")
+      .def_property_readonly("n_layer", &KVCache::n_layer, "layers")
       .def_property_readonly("seq_lens", &KVCache::seq_lens, "positions held by each batch row")
       .def_property_readonly("window",
                              [](const KVCache& c) -> py::object {
@@ -124,7 +125,7 @@ void register_cache(py::module_& m) {
              const int row = int_argument(row_arg, "row");
              if (row < 0 || row >= c.batch_size()) throw py::index_error("row " + std::to_string(row) + " out of range");
              return c.seq_len(row);
-           }, py::arg("row") = 0)
+           }, py::arg("row") = 0, "positions row holds (transformers' name); IndexError for a row outside the batch")
       .def("reset",
            [](KVCache& c, const py::object& row) {
              if (row.is_none()) {
@@ -133,7 +134,8 @@ void register_cache(py::module_& m) {
                c.crop_row(row_argument(c, row), 0);
              }
            },
-           py::arg("row") = py::none(), "Forget every position (of one row, or all); the memory is kept for reuse.")
+           py::arg("row") = py::none(), "Forget every position (of one row, or all); the memory is kept for reuse. IndexError for a row outside "
+           "the batch.")
       .def("crop",
            [](KVCache& c, const py::object& n, const py::object& row) {
              const int max_length = int_argument(n, "max_length");
@@ -144,7 +146,8 @@ void register_cache(py::module_& m) {
              }
            },
            py::arg("max_length"), py::arg("row") = py::none(),
-           "Keep only the first max_length positions of every row (or of one row); shorter rows are unchanged.")
+           "Keep only the first max_length positions of every row (or of one row); shorter rows are unchanged. "
+           "ValueError for max_length < 0, IndexError for a row outside the batch.")
       .def("copy_row",
            [](KVCache& c, const py::object& src, const py::object& dst_row, KVCache* dst) {
              KVCache& target = dst == nullptr ? c : *dst;
@@ -155,7 +158,8 @@ void register_cache(py::module_& m) {
            },
            py::arg("src"), py::arg("dst_row"), py::arg("dst") = nullptr,
            "Row dst_row (of this cache, or of dst: a cache of the same model and dtype) becomes a copy of row src's "
-           "filled positions.")
+           "filled positions. IndexError for a row outside its cache; ValueError for another model's or dtype's "
+           "cache, or one too short to hold the positions.")
       .def("copy", [](const KVCache& c) { py::gil_scoped_release release; return c.clone(); },
            "A new cache holding the same positions (same model, size and dtype).")
       .def("__copy__", [](const KVCache& c) { py::gil_scoped_release release; return c.clone(); })
@@ -187,7 +191,8 @@ void register_cache(py::module_& m) {
            },
            py::arg("row"), py::arg("start"), py::arg("n"),
            "Positions [start, start + n) of a row as a new array (layers, 2, n_kv_head, n, head_dim): float32, "
-           "float16, or uint16 holding bfloat16's bits.")
+           "float16, or uint16 holding bfloat16's bits. IndexError for a row outside the batch; ValueError for "
+           "positions the row does not hold.")
       .def("append",
            [](KVCache& c, const py::object& row_arg, const py::array& data) {
              const int row = row_argument(c, row_arg);

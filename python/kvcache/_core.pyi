@@ -159,11 +159,11 @@ class KVCache:
         """
     def copy_row(self, src: typing.Any, dst_row: typing.Any, dst: KVCache = None) -> None:
         """
-        Row dst_row (of this cache, or of dst: a cache of the same model and dtype) becomes a copy of row src's filled positions.
+        Row dst_row (of this cache, or of dst: a cache of the same model and dtype) becomes a copy of row src's filled positions. IndexError for a row outside its cache; ValueError for another model's or dtype's cache, or one too short to hold the positions.
         """
     def crop(self, max_length: typing.Any, row: typing.Any = None) -> None:
         """
-        Keep only the first max_length positions of every row (or of one row); shorter rows are unchanged.
+        Keep only the first max_length positions of every row (or of one row); shorter rows are unchanged. ValueError for max_length < 0, IndexError for a row outside the batch.
         """
     def evicted(self, row: typing.Any = 0) -> int:
         """
@@ -174,18 +174,20 @@ class KVCache:
         positions each row can hold (transformers' name)
         """
     def get_seq_length(self, row: typing.Any = 0) -> int:
-        ...
+        """
+        positions row holds (transformers' name); IndexError for a row outside the batch
+        """
     def keys(self, layer: typing.Any, row: typing.Any = None) -> typing.Any:
         """
         Read-only view of a layer's keys: (batch, n_kv_head, len, head_dim), len the longest row's length (positions past a shorter row's length are not its own), or (n_kv_head, len, head_dim) of one row. float32 and float16 caches give views of the live buffer; bfloat16 ones a float32 copy.
         """
     def read(self, row: typing.Any, start: typing.Any, n: typing.Any) -> numpy.ndarray:
         """
-        Positions [start, start + n) of a row as a new array (layers, 2, n_kv_head, n, head_dim): float32, float16, or uint16 holding bfloat16's bits.
+        Positions [start, start + n) of a row as a new array (layers, 2, n_kv_head, n, head_dim): float32, float16, or uint16 holding bfloat16's bits. IndexError for a row outside the batch; ValueError for positions the row does not hold.
         """
     def reset(self, row: typing.Any = None) -> None:
         """
-        Forget every position (of one row, or all); the memory is kept for reuse.
+        Forget every position (of one row, or all); the memory is kept for reuse. IndexError for a row outside the batch.
         """
     def values(self, layer: typing.Any, row: typing.Any = None) -> typing.Any:
         """
@@ -193,7 +195,9 @@ class KVCache:
         """
     @property
     def batch_size(self) -> int:
-        ...
+        """
+        rows (sequences)
+        """
     @property
     def cross_len(self) -> int:
         """
@@ -206,7 +210,9 @@ class KVCache:
         """
     @property
     def dtype(self) -> str:
-        ...
+        """
+        how keys and values are stored: 'float32', 'float16' or 'bfloat16'
+        """
     @property
     def evict_chunk(self) -> typing.Any:
         """
@@ -214,10 +220,14 @@ class KVCache:
         """
     @property
     def head_dim(self) -> int:
-        ...
+        """
+        channels per key and value head
+        """
     @property
     def max_seq_len(self) -> int:
-        ...
+        """
+        positions each row can hold
+        """
     @property
     def n_kv_head(self) -> int:
         """
@@ -225,7 +235,9 @@ class KVCache:
         """
     @property
     def n_layer(self) -> int:
-        ...
+        """
+        layers
+        """
     @property
     def nbytes(self) -> int:
         """
