@@ -104,6 +104,13 @@ class KeptReference:
         self.tokens.append(token)
         return out.logits[0, -1].float().numpy()
 
+    def run(self, tokens) -> np.ndarray:
+        """The logits after each of tokens, fed one by one; the hooks are removed after."""
+        try:
+            return np.stack([self.step(t) for t in tokens])
+        finally:
+            self.remove_hooks()
+
     def remove_hooks(self):
         for layer in self.hf.model.layers:
             layer.self_attn.k_proj._forward_hooks.clear()
@@ -150,10 +157,7 @@ def test_logits_equal_transformers_over_kept_keys_and_values(llama, spec, chunk)
     cache = ck.model.new_cache(1, window=window, sinks=sinks, evict_chunk=chunk)
     tokens = random_ids(spec.vocab_size, 3 * S, seed=chunk).tolist()
     ref = KeptReference(ck.hf, S, sinks, chunk)
-    try:
-        theirs = np.stack([ref.step(t) for t in tokens])
-    finally:
-        ref.remove_hooks()
+    theirs = ref.run(tokens)
     ours = decode_one_by_one(ck.model, cache, tokens)
     assert max_abs_diff(ours, theirs) < LOGITS_ATOL
     assert cache.seq_lens == [len(ref.tokens)] and cache.evicted(0) == ref.evicted > 0
@@ -194,10 +198,7 @@ def test_first_eviction_moves_values_and_rotates_keys(llama):
         assert max_abs_diff(k[:, sinks:S - chunk], expected) < 1e-5
     # and the logits of that step are transformers' over the kept keys and values
     ref = KeptReference(ck.hf, S, sinks, chunk)
-    try:
-        theirs = [ref.step(t) for t in tokens.tolist()][-1]
-    finally:
-        ref.remove_hooks()
+    theirs = ref.run(tokens.tolist())[-1]
     assert max_abs_diff(logits, theirs) < LOGITS_ATOL
 
 
@@ -270,10 +271,7 @@ def test_batch_of_ragged_rows_evicts_row_by_row(llama):
     assert cache.evicted(0) != cache.evicted(1)
     for r, p in enumerate(prompts):
         ref = KeptReference(ck.hf, S, sinks, chunk)
-        try:
-            theirs = np.stack([ref.step(t) for t in p + steps[r].tolist()])[len(p):]
-        finally:
-            ref.remove_hooks()
+        theirs = ref.run(p + steps[r].tolist())[len(p):]
         assert max_abs_diff(ours[r], theirs) < LOGITS_ATOL
         assert cache.seq_lens[r] == len(ref.tokens) and cache.evicted(r) == ref.evicted
 
@@ -310,10 +308,7 @@ def test_16_bit_window_against_the_float32_reference(llama, dtype):
     assert cache.dtype == dtype
     tokens = random_ids(GQA.vocab_size, 3 * S, seed=6).tolist()
     ref = KeptReference(ck.hf, S, sinks, chunk)
-    try:
-        theirs = np.stack([ref.step(t) for t in tokens])
-    finally:
-        ref.remove_hooks()
+    theirs = ref.run(tokens)
     ours = decode_one_by_one(ck.model, cache, tokens)
     assert cache.evicted(0) == ref.evicted > 0
     before, after = max_abs_diff(ours[:S], theirs[:S]), max_abs_diff(ours[S:], theirs[S:])
@@ -339,10 +334,7 @@ def test_greedy_generation_of_three_caches_follows_the_rule(llama, dtype, prompt
     out = result.sequences[0]
     assert len(out) == len(prompt) + 3 * S
     ref = KeptReference(ck.hf, S, sinks, chunk)
-    try:
-        theirs = [ref.step(t) for t in out[:-1]]
-    finally:
-        ref.remove_hooks()
+    theirs = ref.run(out[:-1])
     greedy = [int(np.argmax(x)) for x in theirs[len(prompt) - 1:]]
     assert greedy == out[len(prompt):]
     # the cache holds every token but the last, under the rule
