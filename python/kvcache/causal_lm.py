@@ -228,16 +228,15 @@ class CausalLM:
         if refused:
             raise ValueError(f"beam search runs on a cache of its own, without logits processors, stop strings, a "
                              f"streamer or scores: it does not take {', '.join(refused)}")
-        eos = self.eos_token_id if c.eos_token_id is FROM_CONFIG else c.eos_token_id
-        if eos is not None and not isinstance(eos, int):
-            if len(eos) > 1:
-                raise ValueError(f"beam search takes one eos_token_id, got {list(eos)}")
-            eos = eos[0]
+        eos = self._eos_ids(c)
+        if len(eos) > 1:
+            raise ValueError(f"beam search takes one eos_token_id, got {list(eos)}")
         from .beam_search import beam_search
 
         return beam_search(self, rows, new_token_budget(c, max(len(r) for r in rows)), num_beams=c.num_beams,
                            num_return_sequences=c.num_return_sequences, length_penalty=c.length_penalty,
-                           early_stopping=c.early_stopping, eos_token_id=eos, cache_dtype=c.cache_dtype or "float32")
+                           early_stopping=c.early_stopping, eos_token_id=eos[0] if eos else None,
+                           cache_dtype=c.cache_dtype or "float32")
 
     def _speculate(self, rows: List[List[int]], c: GenerationConfig) -> Union[List[List[int]], GenerateOutput]:
         if c.assistant_model is not None and c.prompt_lookup_num_tokens is not None:
@@ -257,19 +256,22 @@ class CausalLM:
                              f"{', '.join(refused)}")
         from .speculative import SpeculationStats, speculative_generate
 
-        eos = self.eos_token_id if c.eos_token_id is FROM_CONFIG else c.eos_token_id
-        eos = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
         stats = SpeculationStats()
-        seq = speculative_generate(self, rows[0], c, new_token_budget(c, len(rows[0])), eos, stats)
+        seq = speculative_generate(self, rows[0], c, new_token_budget(c, len(rows[0])), self._eos_ids(c), stats)
         return GenerateOutput(sequences=[seq], speculation=stats) if c.return_dict_in_generate else [seq]
+
+    def _eos_ids(self, config: GenerationConfig) -> Tuple[int, ...]:
+        """The ids that end a row under config: its eos_token_id, or by default this model's; () for none."""
+        eos = self.eos_token_id if config.eos_token_id is FROM_CONFIG else config.eos_token_id
+        return () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
 
     def _pad(self, pad_token_id, config: GenerationConfig) -> Optional[int]:
         """The id that fills a 2-D result's rows that stopped early: given, the config's, else the end-of-text id."""
         if pad_token_id is FROM_CONFIG:
             if self.pad_token_id is not None:
                 return self.pad_token_id
-            eos = self.eos_token_id if config.eos_token_id is FROM_CONFIG else config.eos_token_id
-            return eos[0] if isinstance(eos, tuple) else eos
+            eos = self._eos_ids(config)
+            return eos[0] if eos else None
         return None if pad_token_id is None else check_int("pad_token_id", pad_token_id, 0)
 
     def _run(self, rows: List[List[int]], config: GenerationConfig, contexts=None) -> GenerationRun:

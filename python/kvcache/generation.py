@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _core
 from ._core import KVCache
-from .generation_config import FROM_CONFIG, GenerationConfig
+from .generation_config import GenerationConfig
 from .speculative import SpeculationStats
 
 
@@ -92,8 +92,6 @@ class GenerationRun:
                                  f"num_return_sequences={n} make {len(rows) * n} rows")
             cache_dtype = given.dtype
         cache_dtype = "float32" if cache_dtype is None else cache_dtype
-        eos = model.eos_token_id if c.eos_token_id is FROM_CONFIG else c.eos_token_id
-        self.eos_token_ids: Tuple[int, ...] = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
         # the longest sequence as transformers would see it: what a continued cache holds, then the ids
         longest = max(len(r) + (cache.get_seq_length(p * n) if cache is not None else 0) for p, r in enumerate(rows))
         max_new_tokens = self.max_new_tokens = new_token_budget(c, longest)
@@ -123,6 +121,7 @@ class GenerationRun:
         self._stored = False
         self.config = c
         self._tokenizer = model.tokenizer
+        self._n_vocab = model.config.n_vocab
         if c.stop_strings is not None and model.tokenizer is None:
             raise ValueError("stop_strings need the model's tokenizer, and this model has none")
         if c.streamer is not None and len(rows) * n != 1:
@@ -133,7 +132,7 @@ class GenerationRun:
             model._core, fed, max_new_tokens=max_new_tokens, do_sample=c.do_sample, temperature=c.temperature,
             top_k=c.top_k, top_p=c.top_p, min_p=c.min_p, typical_p=c.typical_p,
             repetition_penalty=c.repetition_penalty, no_repeat_ngram_size=c.no_repeat_ngram_size,
-            min_new_tokens=max(0, min_new_tokens), eos_token_ids=list(self.eos_token_ids), seed=seed,
+            min_new_tokens=max(0, min_new_tokens), eos_token_ids=list(model._eos_ids(c)), seed=seed,
             use_cache=c.use_cache, cache_dtype=cache_dtype, num_return_sequences=n,
             keep_scores=self._keep_scores, keep_logits=c.return_dict_in_generate and c.output_logits,
             cache=self.cache, contexts=contexts or [])
@@ -239,6 +238,7 @@ class GenerationRun:
                              scores=tuple(self._steps_scores) if c.output_scores else None,
                              logits=tuple(self._steps_logits) if c.output_logits else None)
         rows = len(out.sequences)
+        k = min(c.top_logprobs, self._n_vocab)
         chosen = [[] for _ in range(rows)]
         top_ids = [[] for _ in range(rows)]
         top_values = [[] for _ in range(rows)]
@@ -248,18 +248,15 @@ class GenerationRun:
                 if t < 0:
                     continue
                 chosen[r].append(logp[r, t])
-                if c.top_logprobs:
-                    k = min(c.top_logprobs, logp.shape[1])
+                if k:
                     ids = np.argpartition(-logp[r], k - 1)[:k]
                     ids = ids[np.lexsort((ids, -logp[r, ids]))]  # likeliest first, ties by id
                     top_ids[r].append(ids)
                     top_values[r].append(logp[r, ids])
         out.logprobs = [np.asarray(x, dtype=np.float64) for x in chosen]
-        if c.top_logprobs:
-            k = c.top_logprobs
-            out.top_logprobs = [(np.asarray(i, dtype=np.int64).reshape(-1, min(k, logp.shape[1])),
-                                 np.asarray(v, dtype=np.float64).reshape(-1, min(k, logp.shape[1])))
-                                for i, v in zip(top_ids, top_values)] if self._steps_scores else []
+        if k and self._steps_scores:
+            out.top_logprobs = [(np.asarray(i, dtype=np.int64).reshape(-1, k),
+                                 np.asarray(v, dtype=np.float64).reshape(-1, k)) for i, v in zip(top_ids, top_values)]
         return out
 
 
